@@ -1,0 +1,117 @@
+"""``quiver.yaml`` -> a frozen ``RepoConfig``.
+
+The top-level keys are checked here; each backend section (``offline``,
+``online``) is checked by its backend's own config when loaded, so a bad key
+is reported by the part that knows what it means.
+
+```yaml
+project: fraud
+registry: registry.db                 # a path (SQLite) or an SQLAlchemy URL
+offline: {engine: duckdb, path: data/offline}
+online: {type: sqlite, path: data/online.db}
+```
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from quiver.errors import ConfigError, closest
+
+__all__ = ["CONFIG_FILE", "RepoConfig", "load_config"]
+
+CONFIG_FILE = "quiver.yaml"
+_TOP_KEYS = ("project", "registry", "offline", "online", "serving", "stream", "monitoring")
+
+
+@dataclass(frozen=True)
+class RepoConfig:
+    """The validated contents of ``quiver.yaml`` plus where the repository is."""
+
+    repo_path: Path
+    project: str
+    registry: str
+    registry_options: dict[str, Any] = field(default_factory=dict)
+    offline: dict[str, Any] = field(default_factory=lambda: {"engine": "duckdb", "path": "data/offline"})
+    online: dict[str, Any] = field(default_factory=lambda: {"type": "sqlite", "path": "data/online.db"})
+    serving: dict[str, Any] = field(default_factory=dict)
+    stream: dict[str, Any] = field(default_factory=dict)
+    monitoring: dict[str, Any] = field(default_factory=dict)
+
+    def resolve(self, path: str | Path) -> Path:
+        """A path of the config, relative to the repository."""
+        p = Path(os.path.expanduser(str(path)))
+        return p if p.is_absolute() else self.repo_path / p
+
+    @property
+    def registry_url(self) -> str:
+        """An SQLAlchemy URL: a plain path means an SQLite file in the repository."""
+        if "://" in self.registry:
+            return self.registry
+        return f"sqlite:///{self.resolve(self.registry)}"
+
+
+def _section(data: dict[str, Any], key: str, default: dict[str, Any], kind_key: str) -> dict[str, Any]:
+    value = data.get(key)
+    if value is None:
+        return dict(default)
+    if isinstance(value, str):  # `online: redis` shorthand
+        return {kind_key: value}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{CONFIG_FILE}: '{key}' must be a mapping like {default}, got {value!r}")
+    out = dict(value)
+    out.setdefault(kind_key, default[kind_key])
+    return out
+
+
+def load_config(repo_path: str | Path) -> RepoConfig:
+    """Read and validate ``quiver.yaml`` in ``repo_path``."""
+    root = Path(repo_path).resolve()
+    f = root / CONFIG_FILE if root.is_dir() else root
+    if f.name != CONFIG_FILE and f.suffix in (".yaml", ".yml"):
+        root = f.parent
+    elif root.is_file():
+        root = root.parent
+    if not f.exists():
+        raise ConfigError(f"no {CONFIG_FILE} in {root}: run 'quiver init' there, or pass the repository folder")
+    try:
+        data = yaml.safe_load(f.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{f.name} is not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{f.name} must be a mapping of keys ({', '.join(_TOP_KEYS)})")
+    for key in data:
+        if key not in _TOP_KEYS:
+            raise ConfigError(f"{f.name}: unknown key {key!r}.{closest(str(key), _TOP_KEYS)} Known keys: {', '.join(_TOP_KEYS)}")
+    project = data.get("project")
+    if not isinstance(project, str) or not project.isidentifier():
+        raise ConfigError(f"{f.name}: 'project' must be an identifier such as 'fraud', got {project!r}")
+    registry = data.get("registry", "registry.db")
+    registry_options: dict[str, Any] = {}
+    if isinstance(registry, dict):
+        registry_options = {k: v for k, v in registry.items() if k != "path"}
+        registry = registry.get("path")
+        bad = set(registry_options) - {"cache_ttl_seconds"}
+        if bad:
+            raise ConfigError(f"{f.name}: unknown key registry.{sorted(bad)[0]}; known: path, cache_ttl_seconds")
+    if not isinstance(registry, str) or not registry:
+        raise ConfigError(f"{f.name}: 'registry' must be a file path or an SQLAlchemy URL, got {registry!r}")
+    for key in ("serving", "stream", "monitoring"):
+        if key in data and not isinstance(data[key], dict):
+            raise ConfigError(f"{f.name}: '{key}' must be a mapping, got {data[key]!r}")
+    return RepoConfig(
+        repo_path=root,
+        project=project,
+        registry=registry,
+        registry_options=registry_options,
+        offline=_section(data, "offline", {"engine": "duckdb", "path": "data/offline"}, "engine"),
+        online=_section(data, "online", {"type": "sqlite", "path": "data/online.db"}, "type"),
+        serving=dict(data.get("serving") or {}),
+        stream=dict(data.get("stream") or {}),
+        monitoring=dict(data.get("monitoring") or {}),
+    )

@@ -1,0 +1,1 @@
+"""The fraud example: users, merchants, transactions and labels."""

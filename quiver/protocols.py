@@ -1,0 +1,151 @@
+"""The whole backend contract: four Protocols, columnar (Arrow) in and out.
+
+Backends are reached only through ``quiver.plugins.load``; nothing above them
+imports a concrete backend. Each backend declares what it can do in a
+``Capabilities`` value that the facade checks before work starts, instead of
+failing deep inside with ``NotImplementedError``.
+
+Tables that cross these interfaces use the column names of the view:
+join keys, feature names, ``event_timestamp`` and ``created_timestamp``
+(both ``timestamp[us, tz=UTC]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import pyarrow as pa
+
+if TYPE_CHECKING:
+    from quiver.definitions import FeatureView, Source
+
+__all__ = [
+    "EVENT_TS",
+    "CREATED_TS",
+    "Capabilities",
+    "OfflineEngine",
+    "OnlineStore",
+    "RegistryStore",
+    "StoredObject",
+    "StreamSource",
+]
+
+EVENT_TS = "event_timestamp"
+CREATED_TS = "created_timestamp"
+
+
+@dataclass(frozen=True)
+class Capabilities:
+    """What a backend can do; the facade checks these before it starts work."""
+
+    historical_retrieval: bool = False
+    window_aggregation: bool = False
+    compacted_history: bool = False
+    aggregate_state: bool = False
+    transactions: bool = False
+    extras: frozenset[str] = field(default_factory=frozenset)
+
+
+@dataclass(frozen=True)
+class StoredObject:
+    """One row of the registry: a definition at one version, with its metadata."""
+
+    kind: str
+    name: str
+    version: int
+    spec: dict[str, Any]
+    version_hash: str
+    created_at: datetime
+    updated_at: datetime
+    applied_by: str
+    is_latest: bool = True
+
+
+@runtime_checkable
+class RegistryStore(Protocol):
+    """Generic storage of definitions by kind: put/get/list in one transaction per apply.
+
+    ``version()`` is a counter bumped by every apply; caches compare it to know
+    when to reload, and ``transaction(expected_version)`` fails with
+    ``ConcurrentApplyError`` when someone applied in between.
+    """
+
+    capabilities: Capabilities
+
+    def version(self) -> int: ...
+
+    def get(self, kind: str, name: str, version: int | None = None) -> StoredObject | None: ...
+
+    def list(self, kind: str | None = None, *, all_versions: bool = False) -> list[StoredObject]: ...
+
+    def history(self, kind: str | None = None, name: str | None = None) -> list[dict[str, Any]]: ...
+
+    def get_value(self, namespace: str, key: str) -> Any: ...
+
+    def set_value(self, namespace: str, key: str, value: Any) -> None: ...
+
+    def list_values(self, namespace: str) -> dict[str, Any]: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class OfflineEngine(Protocol):
+    """Runs point-in-time joins, window aggregations and history writes.
+
+    Engine-neutral: DuckDB is the embedded default; a Spark engine implements
+    the same methods. Inputs and outputs are Arrow.
+    """
+
+    capabilities: Capabilities
+
+    def source_schema(self, source: Source) -> pa.Schema:
+        """The columns of a source as the engine reads them (for apply-time checks)."""
+        ...
+
+    def read_source(
+        self, source: Source, start: datetime | None = None, end: datetime | None = None
+    ) -> pa.RecordBatchReader:
+        """A source's rows in ``[start, end)`` of event time, columns as named by the view."""
+        ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class OnlineStore(Protocol):
+    """Latest values (and aggregation state) per entity key.
+
+    ``write`` never goes backwards: a row whose (event_timestamp,
+    created_timestamp) is older than what is stored for its key is ignored,
+    so repeated and out-of-order writes converge.
+    """
+
+    capabilities: Capabilities
+
+    def write(self, view: FeatureView, table: pa.Table) -> int:
+        """Upsert rows (join keys, features, event and created timestamps); returns rows written."""
+        ...
+
+    def read(self, view: FeatureView, keys: pa.Table, features: Sequence[str]) -> pa.Table:
+        """One row per row of ``keys``, in order: the features plus ``event_timestamp``
+        (null where the key is unknown)."""
+        ...
+
+    def delete_view(self, view_name: str) -> None: ...
+
+    def close(self) -> None: ...
+
+
+@runtime_checkable
+class StreamSource(Protocol):
+    """A partitioned event log read by a consumer group (Kafka)."""
+
+    def poll(self, max_messages: int, timeout: float) -> Iterator[Any]: ...
+
+    def commit(self, offsets: dict[int, int]) -> None: ...
+
+    def close(self) -> None: ...

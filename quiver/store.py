@@ -1,0 +1,216 @@
+"""FeatureStore: the one door to quiver.
+
+The CLI, the HTTP server and users all call these methods. The facade
+validates, resolves names through the registry, and hands the work to the
+backends (loaded by ``quiver.plugins``) and to ``quiver.ingest`` /
+``quiver.retrieval``; it holds no engine logic of its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from quiver import plugins
+from quiver.config import RepoConfig, load_config
+from quiver.definitions import Entity, FeatureService, FeatureView, OnDemandFeatureView
+from quiver.definitions._base import Definition
+from quiver.definitions.loader import RepoContents, load_repo
+from quiver.errors import DefinitionError, QuiverError, closest
+from quiver.plan.diff import Plan
+from quiver.plan.features import FeatureSelection, resolve_features
+from quiver.registry import Registry
+
+if TYPE_CHECKING:
+    from quiver.protocols import OfflineEngine, OnlineStore
+
+__all__ = ["FeatureStore"]
+
+
+class FeatureStore:
+    """``FeatureStore("path/to/repo")`` reads ``quiver.yaml`` there."""
+
+    def __init__(self, repo_path: str | Path = ".", *, config: RepoConfig | None = None) -> None:
+        self.config = config or load_config(repo_path)
+        self.repo_path = self.config.repo_path
+
+    @classmethod
+    def init(cls, path: str | Path, example: str = "fraud", scale: str = "small") -> FeatureStore:
+        """Create a working example repository at ``path`` (definitions, config, data)."""
+        from quiver.examples import create_example
+
+        return cls(create_example(path, example, scale))
+
+    # -- backends, created on first use ----------------------------------------------
+
+    @cached_property
+    def registry(self) -> Registry:
+        store_cls = plugins.load("registry", "sql")
+        ttl = float(self.config.registry_options.get("cache_ttl_seconds", 1.0))
+        return Registry(store_cls(self.config.registry_url), cache_ttl_seconds=ttl)
+
+    @cached_property
+    def offline(self) -> OfflineEngine:
+        cls = plugins.load("offline", self.config.offline["engine"])
+        return cls(self.config)  # type: ignore[no-any-return]
+
+    @cached_property
+    def online(self) -> OnlineStore:
+        cls = plugins.load("online", self.config.online["type"])
+        return cls(self.config)  # type: ignore[no-any-return]
+
+    def close(self) -> None:
+        for name in ("online", "offline", "registry"):
+            backend = self.__dict__.pop(name, None)
+            if backend is not None:
+                backend.close()
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # -- definitions -------------------------------------------------------------------
+
+    def load_definitions(self) -> RepoContents:
+        """Import the repository's Python files (no registry change)."""
+        return load_repo(self.repo_path)
+
+    def plan(self, contents: RepoContents | None = None) -> Plan:
+        """What ``apply`` would add, change and remove, with breaking changes marked."""
+        contents = contents or self.load_definitions()
+        self._validate(contents)
+        return self.registry.plan(contents.all())
+
+    def apply(
+        self,
+        objects: Sequence[Definition] | None = None,
+        *,
+        progress: Callable[[int, int], None] | None = None,
+    ) -> Plan:
+        """Register the repository's definitions (or ``objects``) in one transaction;
+        returns the plan applied. Objects not in the repository are removed only
+        when the whole repository is applied."""
+        if objects is None:
+            contents = self.load_definitions()
+            remove = True
+        else:
+            contents = RepoContents()
+            origins: dict[tuple[str, str], str] = {}
+            for o in objects:
+                contents.add(o, "apply()", origins)
+            remove = False
+        self._validate(contents)
+        desired = contents.all()
+        plan = self.registry.plan(desired, remove_missing=remove)
+        return self.registry.apply(plan, desired, progress=progress)
+
+    def _validate(self, contents: RepoContents) -> None:
+        """Checks that need more than one definition, or the data."""
+        views: dict[str, FeatureView | OnDemandFeatureView] = {
+            **{v: self.registry.get_view(v) for v in self.registry.names("feature_view")},
+            **{v: self.registry.get_view(v) for v in self.registry.names("on_demand_feature_view")},
+            **contents.feature_views,
+            **contents.on_demand_feature_views,
+        }
+        for svc in contents.feature_services.values():
+            for ref in svc.features:
+                view, _, feat = ref.partition(":")
+                view = view.split("@")[0]
+                if view not in views:
+                    raise DefinitionError(f"feature service {svc.name!r}: unknown feature view {view!r}.{closest(view, views)}")
+                if feat not in views[view].feature_names:
+                    raise DefinitionError(
+                        f"feature service {svc.name!r}: feature view {view!r} has no feature {feat!r}."
+                        f"{closest(feat, views[view].feature_names)}"
+                    )
+        for odfv in contents.on_demand_feature_views.values():
+            for ref in odfv.input_refs():
+                view, _, feat = ref.partition(":")
+                if view not in views or feat not in views[view].feature_names:
+                    raise DefinitionError(f"on-demand feature view {odfv.name!r}: input {ref!r} does not exist")
+        for fv in contents.feature_views.values():
+            self._check_columns(fv)
+
+    def _check_columns(self, fv: FeatureView) -> None:
+        """An aggregation or feature on a column the source lacks fails at apply,
+        when the source's schema can be read."""
+        src = fv.source.batch
+        if src is None:
+            return
+        try:
+            schema = self.offline.source_schema(src)
+        except QuiverError:
+            return  # not readable yet (no files): checked when data arrives
+        cols = set(schema.names)
+        reverse = {v: k for k, v in src.field_mapping.items()}
+        needed = [(a.name, a.column) for a in fv.aggregations]
+        needed += [(f.name, fv.source_column(f.name)) for f in fv.schema]
+        needed += [(k, reverse.get(k, k)) for k in fv.join_keys]
+        needed += [("timestamp_field", src.timestamp_field)]
+        for what, col in needed:
+            col = src.field_mapping.get(col, col) if col in src.field_mapping and col not in cols else col
+            if col not in cols and reverse.get(col, col) not in cols:
+                raise DefinitionError(
+                    f"feature view {fv.name!r}: {what} needs column {col!r}, which source {src.name!r} "
+                    f"({src.path}) does not have.{closest(col, cols)} Its columns: {', '.join(sorted(cols))}"
+                )
+
+    # -- registry accessors ------------------------------------------------------------
+
+    def list_entities(self) -> list[Entity]:
+        return self.registry.list("entity")  # type: ignore[return-value]
+
+    def list_feature_views(self) -> list[FeatureView]:
+        return self.registry.list("feature_view")  # type: ignore[return-value]
+
+    def list_on_demand_feature_views(self) -> list[OnDemandFeatureView]:
+        return self.registry.list("on_demand_feature_view")  # type: ignore[return-value]
+
+    def list_feature_services(self) -> list[FeatureService]:
+        return self.registry.list("feature_service")  # type: ignore[return-value]
+
+    def get_entity(self, name: str) -> Entity:
+        return self.registry.get("entity", name)  # type: ignore[return-value]
+
+    def get_feature_view(self, name: str, version: int | None = None) -> FeatureView:
+        return self.registry.get("feature_view", name, version)  # type: ignore[return-value]
+
+    def get_on_demand_feature_view(self, name: str, version: int | None = None) -> OnDemandFeatureView:
+        return self.registry.get("on_demand_feature_view", name, version)  # type: ignore[return-value]
+
+    def get_feature_service(self, name: str) -> FeatureService:
+        return self.registry.get("feature_service", name)  # type: ignore[return-value]
+
+    def resolve(self, features: Sequence[str] | None = None, feature_service: Any = None) -> FeatureSelection:
+        """Feature references or a service name -> the views and features they mean."""
+        return resolve_features(
+            features,
+            feature_service,
+            self.registry.get_view,
+            self.get_feature_service,
+            lambda: self.registry.names("feature_view") + self.registry.names("on_demand_feature_view"),
+        )
+
+    def catalog(self) -> dict[str, Any]:
+        """Views, features and services with owners, SLAs and versions."""
+        from quiver.registry.catalog import catalog
+
+        return catalog(self.registry)
+
+    def describe(self, name: str) -> dict[str, Any]:
+        """One view, feature (``view:feature``) or service, with versions and lineage."""
+        from quiver.registry.catalog import describe
+
+        return describe(self.registry, name)
+
+    def search(self, text: str) -> list[dict[str, Any]]:
+        from quiver.registry.catalog import summary
+
+        return [summary(o) for o in self.registry.search(text)]
+
+    def lineage(self, name: str) -> dict[str, Any]:
+        return self.registry.lineage(name)
