@@ -214,3 +214,50 @@ class FeatureStore:
 
     def lineage(self, name: str) -> dict[str, Any]:
         return self.registry.lineage(name)
+
+    # -- training data (offline) ------------------------------------------------------
+
+    def get_historical_features(
+        self,
+        entity_df: Any = None,
+        features: Sequence[str] | None = None,
+        feature_service: str | FeatureService | None = None,
+        full_feature_names: bool = False,
+        *,
+        start: Any = None,
+        end: Any = None,
+        as_known: bool = False,
+    ) -> Any:
+        """A point-in-time correct training set (a lazy job: to_arrow/to_pandas/to_polars/to_parquet/persist)."""
+        raise NotImplementedError("training sets: issue 8")
+
+    def get_saved_dataset(self, name: str) -> Any:
+        """A dataset stored with ``job.persist(name)``, with its definition versions and fingerprint."""
+        raise NotImplementedError("saved datasets: issue 8")
+
+    # -- serving data (online) ---------------------------------------------------------
+
+    def materialize(self, start: Any, end: Any, views: Sequence[str] | None = None, *, progress: Any = None) -> Any:
+        """Batch dual write: each view's compacted history to the offline store, latest values online."""
+        raise NotImplementedError("materialization: issue 10")
+
+    def materialize_incremental(self, end: Any, views: Sequence[str] | None = None, *, progress: Any = None) -> Any:
+        """Materialize from each view's watermark (event and created time) to ``end``."""
+        raise NotImplementedError("materialization: issue 10")
+
+    def get_online_features(
+        self,
+        features: Sequence[str] | None = None,
+        feature_service: str | FeatureService | None = None,
+        entity_rows: Sequence[dict[str, Any]] | dict[str, Sequence[Any]] | None = None,
+        request_context: dict[str, Any] | None = None,
+        full_feature_names: bool = False,
+    ) -> Any:
+        """Feature vectors for entity keys: values, statuses and event times (``to_dict()``, ``to_pandas()``)."""
+        raise NotImplementedError("online reads: issue 10")
+
+    # -- events (push and streams) ----------------------------------------------------
+
+    def push(self, source: str, rows: Any, *, to: str = "online_and_offline") -> int:
+        """Rows into a push or stream source, as if from Kafka: online state and offline events."""
+        raise NotImplementedError("push: issue 6")
