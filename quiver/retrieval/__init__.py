@@ -1,0 +1,1 @@
+"""Read paths above the backends: training sets (historical) and feature vectors (online)."""
