@@ -13,7 +13,7 @@ from typing import Any
 
 import pyarrow as pa
 
-from quiver.errors import UnknownTypeError, closest
+from quiver.errors import InputError, UnknownTypeError, closest
 
 __all__ = [
     "Array",
@@ -129,3 +129,156 @@ def from_arrow(t: pa.DataType) -> ValueType | None:
     if pa.types.is_binary(t) or pa.types.is_large_binary(t):
         return Bytes
     return None
+
+
+# -- coercion by declared type --------------------------------------------------------
+# Values arrive as JSON numbers, strings and lists (HTTP, push) or as Arrow columns of
+# whatever type a file had. Each is turned into the declared type once, at the edge,
+# so an integer pushed to a Float64 feature is stored as a float and an Int32 key sent
+# as a JSON number finds its row. What cannot be converted without loss is an error
+# that names the field.
+
+
+def to_array(values: Any, dtype: ValueType, field: str) -> pa.Array | pa.ChunkedArray:
+    """``values`` (a Python sequence, an Arrow array or column, a pandas Series) as
+    an Arrow array of ``dtype``; raises ``InputError`` naming ``field``."""
+    if isinstance(values, pa.ChunkedArray):
+        return pa.chunked_array([_cast(c, dtype, field) for c in values.chunks], type=dtype.arrow)
+    if isinstance(values, pa.Array):
+        return _cast(values, dtype, field)
+    if isinstance(values, str | bytes | dict) or not hasattr(values, "__len__"):
+        raise InputError(f"field {field!r}: expected a list of values, got {type(values).__name__} {values!r:.80}")
+    try:
+        arr = pa.array(values, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
+        raise InputError(_bad_value(values, dtype, field)) from None
+    return _cast(arr, dtype, field, values)
+
+
+def coerce_value(value: Any, dtype: ValueType, field: str) -> Any:
+    """One value in ``dtype``'s Python form (``3`` for Float64 is ``3.0``)."""
+    if value is None:
+        return None
+    t = type(value)
+    if t is int and dtype.name in ("Int64", "Int32") and -(2**31) <= value < 2**31:
+        return value  # the common case, without a round trip through Arrow
+    if t is float and dtype.name in ("Float64", "Float32"):
+        return value
+    if t is str and dtype.name == "String":
+        return value
+    return to_array([value], dtype, field)[0].as_py()
+
+
+def coerce_columns(table: pa.Table, dtypes: dict[str, ValueType]) -> pa.Table:
+    """Cast the columns of ``table`` that ``dtypes`` names to their declared types."""
+    for i, name in enumerate(table.column_names):
+        dtype = dtypes.get(name)
+        if dtype is not None and table.schema.field(i).type != dtype.arrow:
+            table = table.set_column(i, name, to_array(table.column(i), dtype, name))
+    return table
+
+
+_INT_RANGE = {"Int32": (-(2**31), 2**31 - 1), "Int64": (-(2**63), 2**63 - 1)}
+
+
+def _cast(arr: pa.Array, dtype: ValueType, field: str, raw: Any = None) -> pa.Array:
+    """The one conversion table: source Arrow type -> declared type, lossless only."""
+    target = dtype.arrow
+    s = arr.type
+    if s == target:
+        return arr
+    if pa.types.is_null(s):
+        return pa.nulls(len(arr), target)
+    if dtype.element is not None:
+        if not (pa.types.is_list(s) or pa.types.is_large_list(s)):
+            raise InputError(_bad_type(s, dtype, field, raw))
+        values = _cast(arr.values, dtype.element, field)
+        return pa.ListArray.from_arrays(arr.offsets.cast(pa.int32()), values, mask=arr.is_null())
+    ok = {
+        "Int32": _is_number, "Int64": _is_number, "Float32": _is_number, "Float64": _is_number,
+        "String": _is_string, "Bytes": lambda t: _is_string(t) or pa.types.is_binary(t) or pa.types.is_large_binary(t),
+        "Bool": pa.types.is_boolean,
+        "UnixTimestamp": lambda t: _is_number(t) or _is_string(t) or pa.types.is_timestamp(t) or pa.types.is_date(t),
+    }[dtype.name]
+    if not ok(s):
+        raise InputError(_bad_type(s, dtype, field, raw))
+    try:
+        if dtype.name == "UnixTimestamp":
+            return _to_timestamp(arr, field)
+        return arr.cast(target, safe=True)
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OverflowError):
+        raise InputError(_bad_value(raw if raw is not None else arr.to_pylist(), dtype, field)) from None
+
+
+def _is_number(t: pa.DataType) -> bool:
+    return pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_decimal(t)
+
+
+def _is_string(t: pa.DataType) -> bool:
+    return pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t)
+
+
+def _to_timestamp(arr: pa.Array, field: str) -> pa.Array:
+    """Timestamps, dates, ISO strings, or epoch seconds -> ``timestamp[us, tz=UTC]``."""
+    import pyarrow.compute as pc
+
+    from quiver.timeutil import to_timestamp_array
+
+    if _is_number(arr.type):
+        us = pc.multiply(arr.cast(pa.float64()), 1_000_000.0)
+        return pc.round(us).cast(pa.int64()).cast(TIMESTAMP)
+    if _is_string(arr.type):
+        try:
+            return pc.cast(arr, TIMESTAMP)
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            from quiver.timeutil import to_utc
+
+            return pa.array([None if v is None else to_utc(v, f"field {field!r}") for v in arr.to_pylist()], TIMESTAMP)
+    return to_timestamp_array(arr, field)
+
+
+def _bad_type(s: pa.DataType, dtype: ValueType, field: str, raw: Any) -> str:
+    if raw is not None:
+        return _bad_value(raw, dtype, field)
+    return f"field {field!r} is {dtype.name}: cannot convert a column of {s} to it; fix the data or the declared type"
+
+
+def _bad_value(values: Any, dtype: ValueType, field: str) -> str:
+    """Name the first value that does not convert (the error path only)."""
+    if dtype.element is not None:
+        for v in values:
+            if isinstance(v, list | tuple):
+                msg = _bad_value(v, dtype.element, field)
+                if "cannot use" in msg:
+                    return msg.replace(f"is {dtype.element.name}", f"is {dtype.name}", 1)
+            elif v is not None:
+                return f"field {field!r} is {dtype.name}: cannot use {v!r} ({type(v).__name__}); send a list"
+    for v in values:
+        if v is None:
+            continue
+        ok = True
+        if isinstance(v, bool):
+            ok = dtype.name == "Bool"
+        elif isinstance(v, int):
+            lo, hi = _INT_RANGE.get(dtype.name, (-(2**63), 2**63 - 1))
+            ok = (dtype.is_numeric or dtype.name == "UnixTimestamp") and lo <= v <= hi
+        elif isinstance(v, float):
+            ok = dtype.name in ("Float64", "Float32", "UnixTimestamp") or (dtype.is_numeric and v.is_integer())
+        elif isinstance(v, str):
+            ok = dtype.name in ("String", "Bytes", "UnixTimestamp")
+        if not ok:
+            return (f"field {field!r} is {dtype.name}: cannot use {v!r} ({type(v).__name__}); "
+                    f"send {_EXPECT.get(dtype.name, 'a list of ' + (dtype.element.name if dtype.element else '?'))}")
+    return f"field {field!r} is {dtype.name}: its values cannot be converted; send {_EXPECT.get(dtype.name, 'lists')}"
+
+
+_EXPECT = {
+    "Int32": "an integer between -2**31 and 2**31-1",
+    "Int64": "an integer",
+    "Float32": "a number",
+    "Float64": "a number",
+    "String": "a string",
+    "Bool": "true or false",
+    "Bytes": "a string",
+    "UnixTimestamp": "an ISO-8601 string or epoch seconds",
+}

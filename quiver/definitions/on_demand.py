@@ -1,8 +1,13 @@
 """OnDemandFeatureView: a Python function over request values and stored features.
 
 The same function runs at serving time (inside ``get_online_features``) and at
-training time (inside ``get_historical_features``), so the two cannot drift.
-Its source text is part of the view's version.
+training time (inside ``get_historical_features``), so the two cannot drift:
+both call ``transform_arrow``. Its source text is part of the view's version.
+
+Inputs are named by feature name (the stored features the view reads) and by
+field name (the ``RequestSource`` fields: ``request_context`` when serving, the
+entity frame's columns when training). Request values are coerced to their
+declared types before the function sees them, and outputs to the view's schema.
 
 Two modes:
 
@@ -17,16 +22,24 @@ import textwrap
 from collections.abc import Callable
 from typing import Any
 
+import pyarrow as pa
+
+from quiver import types
+
 from quiver.definitions._base import Definition, check_name
 from quiver.definitions.feature_view import FeatureView, FeatureViewProjection
 from quiver.definitions.field import Field, check_unique
 from quiver.definitions.sources import RequestSource
-from quiver.errors import DefinitionError
+from quiver.errors import DefinitionError, InputError, QuiverError
 
-__all__ = ["MODES", "OnDemandFeatureView", "on_demand_feature_view"]
+__all__ = ["MODES", "OnDemandError", "OnDemandFeatureView", "on_demand_feature_view"]
 
 MODES = ("python", "pandas")
 Input = RequestSource | FeatureView | FeatureViewProjection
+
+
+class OnDemandError(QuiverError, RuntimeError):
+    """The user's function of an on-demand view raised or returned the wrong shape."""
 
 
 class OnDemandFeatureView(Definition):
@@ -77,6 +90,10 @@ class OnDemandFeatureView(Definition):
         object.__setattr__(self, "mode", mode)
         object.__setattr__(self, "udf_source", udf_source)
         self._init_meta(owner, description, tags)
+        names = self.input_names
+        dups = sorted({n for n in names if names.count(n) > 1})
+        if dups:
+            raise DefinitionError(f"{label}: inputs {dups} come from more than one source; inputs are passed by name")
 
     @property
     def features(self) -> list[Field]:
@@ -99,6 +116,97 @@ class OnDemandFeatureView(Definition):
             elif isinstance(s, FeatureViewProjection):
                 refs += s.refs()
         return refs
+
+    # -- the runner: one code path for training and serving --------------------------
+
+    @property
+    def input_names(self) -> list[str]:
+        """Names the function reads: stored features by feature name, then request fields."""
+        return [r.partition(":")[2] for r in self.input_refs()] + list(self.request_dtypes)
+
+    @property
+    def request_dtypes(self) -> dict[str, types.ValueType]:
+        return {f.name: f.dtype for s in self.request_sources for f in s.schema}
+
+    @property
+    def output_schema(self) -> pa.Schema:
+        return pa.schema([pa.field(f.name, f.dtype.arrow) for f in self.schema])
+
+    def transform_arrow(self, table: pa.Table) -> pa.Table:
+        """The view's features for each row of ``table``, in order.
+
+        ``table`` holds the inputs as columns named by ``input_names`` (other
+        columns are ignored). Returns a table of the view's schema with one row
+        per input row. A failure of the function raises ``OnDemandError``
+        naming this view; a missing or mistyped input raises ``InputError``.
+        """
+        names = self.input_names
+        missing = [n for n in names if n not in table.column_names]
+        if missing:
+            req = [n for n in missing if n in self.request_dtypes]
+            hint = (
+                f" Request fields {req} come from request_context when serving and from the entity frame's"
+                " columns when training." if req else ""
+            )
+            raise InputError(f"on-demand feature view {self.name!r} needs inputs {missing}.{hint}")
+        inputs = types.coerce_columns(table.select(names), self.request_dtypes)
+        if self.mode == "pandas":
+            return self._run_pandas(inputs)
+        rows = inputs.to_pylist()
+        return self._rows_to_table([self._call(r) for r in rows])
+
+    def transform_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        """One row in, one row out (the per-row path; any mode). ``row`` holds the inputs
+        by name; the result holds the view's features in its declared types."""
+        missing = [n for n in self.input_names if n not in row]
+        if missing:
+            raise InputError(f"on-demand feature view {self.name!r} needs inputs {missing}")
+        req = self.request_dtypes
+        args = {n: types.coerce_value(row[n], req[n], n) if n in req else row[n] for n in self.input_names}
+        if self.mode == "pandas":
+            return self._run_pandas(pa.Table.from_pylist([args])).to_pylist()[0]
+        out = self._call(args)
+        return {f.name: self._coerce_out(f, [out[f.name]]).to_pylist()[0] for f in self.schema}
+
+    def _call(self, arg: Any) -> Any:
+        try:
+            out = self.udf(arg)
+        except QuiverError:
+            raise
+        except Exception as e:
+            raise OnDemandError(f"on-demand feature view {self.name!r}: its function raised {type(e).__name__}: {e}") from e
+        if self.mode == "python":
+            if not isinstance(out, dict):
+                raise OnDemandError(f"on-demand feature view {self.name!r}: its function must return a dict, got {type(out).__name__}")
+            absent = [f.name for f in self.schema if f.name not in out]
+            if absent:
+                raise OnDemandError(f"on-demand feature view {self.name!r}: its function returned no {absent}")
+        return out
+
+    def _rows_to_table(self, outs: list[dict[str, Any]]) -> pa.Table:
+        cols = [self._coerce_out(f, [o[f.name] for o in outs]) for f in self.schema]
+        return pa.Table.from_arrays(cols, schema=self.output_schema)
+
+    def _run_pandas(self, inputs: pa.Table) -> pa.Table:
+        import pandas as pd
+
+        df = inputs.to_pandas()
+        out = self._call(df)
+        if not isinstance(out, pd.DataFrame) or len(out) != len(df):
+            got = f"a DataFrame of {len(out)} rows" if isinstance(out, pd.DataFrame) else type(out).__name__
+            raise OnDemandError(f"on-demand feature view {self.name!r}: its function must return a DataFrame of "
+                                f"{len(df)} rows, got {got}")
+        absent = [f.name for f in self.schema if f.name not in out.columns]
+        if absent:
+            raise OnDemandError(f"on-demand feature view {self.name!r}: its function returned no columns {absent}")
+        cols = [self._coerce_out(f, pa.array(out[f.name], from_pandas=True)) for f in self.schema]
+        return pa.Table.from_arrays(cols, schema=self.output_schema)
+
+    def _coerce_out(self, f: Field, values: Any) -> pa.Array:
+        try:
+            return types.to_array(values, f.dtype, f.name)
+        except InputError as e:
+            raise OnDemandError(f"on-demand feature view {self.name!r}: output {e}") from None
 
     def to_spec(self) -> dict[str, Any]:
         return {

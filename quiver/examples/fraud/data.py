@@ -9,6 +9,9 @@ as the project's shared benchmark workload:
 * ``merchant_stats``: a snapshot per merchant per hour: merchant_risk,
   merchant_tx_count_1h, merchant_avg_amount_1h
 * ``labels``: user_id, merchant_id, event_timestamp, is_fraud (about 1% of users unknown)
+* ``user_home``: user_id, event_timestamp, created_timestamp, home_lat, home_lon
+  (one row per user, and a second for the few who move house; drawn from its own
+  random stream so the other tables do not change)
 
 A small share of snapshot rows is issued again later with a corrected value
 and a newer created_timestamp, so joins must break ties on created time.
@@ -64,7 +67,7 @@ def _snapshot_table(key: str, cols: dict[str, np.ndarray], base_us: int) -> pa.T
 
 
 def generate(out: str | Path, scale: str = "small", start: datetime | None = None, seed: int = 7) -> dict[str, Path]:
-    """Write the four tables under ``out``; returns their paths by table name."""
+    """Write the tables under ``out``; returns their paths by table name."""
     users, merchants, days, n_tx, n_labels = SCALES[scale]
     start = start or datetime(2026, 1, 1, tzinfo=UTC)
     base = int(start.timestamp() * SEC)
@@ -120,8 +123,32 @@ def generate(out: str | Path, scale: str = "small", start: datetime | None = Non
         "is_fraud": rng.random(n_labels) < 0.02,
     })
 
+    home = _user_home(users, days, base, seed)
+
     paths = {}
-    for name, table in (("transactions", tx), ("user_profile", profile), ("merchant_stats", stats), ("labels", labels)):
+    tables = (("transactions", tx), ("user_profile", profile), ("merchant_stats", stats), ("labels", labels),
+              ("user_home", home))
+    for name, table in tables:
         paths[name] = out / f"{name}.parquet"
         pq.write_table(table, paths[name])
     return paths
+
+
+def _user_home(users: int, days: int, base: int, seed: int) -> pa.Table:
+    """Where each user lives: a point near one of a few cities; about 5% move once."""
+    rng = np.random.default_rng(seed + 1)
+    cities = np.array([[40.71, -74.01], [51.51, -0.13], [52.52, 13.40], [48.86, 2.35],
+                       [19.08, 72.88], [-23.55, -46.63], [35.68, 139.69], [6.52, 3.38]])
+    city = rng.integers(0, len(cities), users)
+    moved = np.flatnonzero(rng.random(users) < 0.05)
+    uid = np.concatenate([np.arange(users, dtype="int64"), moved.astype("int64")])
+    t = np.concatenate([np.zeros(users, dtype="int64"), rng.integers(1, days, moved.size) * DAY])
+    city = np.concatenate([city, rng.integers(0, len(cities), moved.size)])
+    jitter = rng.normal(0, 0.2, (uid.size, 2))
+    return pa.table({
+        "user_id": uid,
+        "event_timestamp": _ts(base, t),
+        "created_timestamp": _ts(base, t),
+        "home_lat": np.round(cities[city, 0] + jitter[:, 0], 5),
+        "home_lon": np.round(cities[city, 1] + jitter[:, 1], 5),
+    })
