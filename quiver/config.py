@@ -22,11 +22,13 @@ from typing import Any
 import yaml
 
 from quiver.errors import ConfigError, closest
+from quiver.plugins import BUILTIN, known
 
 __all__ = ["CONFIG_FILE", "RepoConfig", "load_config"]
 
 CONFIG_FILE = "quiver.yaml"
 _TOP_KEYS = ("project", "registry", "offline", "online", "serving", "stream", "monitoring")
+_REGISTRY_KEYS = ("path", "cache_ttl_seconds")
 
 
 @dataclass(frozen=True)
@@ -69,6 +71,37 @@ def _section(data: dict[str, Any], key: str, default: dict[str, Any], kind_key: 
     return out
 
 
+def _registry(fname: str, value: Any) -> tuple[str, dict[str, Any]]:
+    """``registry: path-or-URL`` or ``registry: {path: ..., cache_ttl_seconds: 0.5}``."""
+    options: dict[str, Any] = {}
+    if isinstance(value, dict):
+        for key in value:
+            if key not in _REGISTRY_KEYS:
+                raise ConfigError(
+                    f"{fname}: unknown key 'registry.{key}'.{closest(str(key), _REGISTRY_KEYS)}"
+                    f" Known keys: {', '.join(_REGISTRY_KEYS)}"
+                )
+        options = {k: v for k, v in value.items() if k != "path"}
+        value = value.get("path")
+        ttl = options.get("cache_ttl_seconds", 1.0)
+        if isinstance(ttl, bool) or not isinstance(ttl, int | float) or ttl < 0:
+            raise ConfigError(f"{fname}: 'registry.cache_ttl_seconds' must be a number >= 0, got {ttl!r}")
+    if not isinstance(value, str) or not value:
+        raise ConfigError(f"{fname}: 'registry' must be a file path or an SQLAlchemy URL, got {value!r}")
+    return value, options
+
+
+def _check_backend(fname: str, key: str, kind_key: str, name: Any) -> None:
+    if name in BUILTIN[key]:
+        return  # the common case: no entry-point scan
+    names = known(key)
+    if not isinstance(name, str) or name not in names:
+        raise ConfigError(
+            f"{fname}: '{key}.{kind_key}' is {name!r}, not a known {key} backend.{closest(str(name), names)}"
+            f" Known: {', '.join(names)}"
+        )
+
+
 def load_config(repo_path: str | Path) -> RepoConfig:
     """Read and validate ``quiver.yaml`` in ``repo_path``."""
     root = Path(repo_path).resolve()
@@ -91,26 +124,23 @@ def load_config(repo_path: str | Path) -> RepoConfig:
     project = data.get("project")
     if not isinstance(project, str) or not project.isidentifier():
         raise ConfigError(f"{f.name}: 'project' must be an identifier such as 'fraud', got {project!r}")
-    registry = data.get("registry", "registry.db")
-    registry_options: dict[str, Any] = {}
-    if isinstance(registry, dict):
-        registry_options = {k: v for k, v in registry.items() if k != "path"}
-        registry = registry.get("path")
-        bad = set(registry_options) - {"cache_ttl_seconds"}
-        if bad:
-            raise ConfigError(f"{f.name}: unknown key registry.{sorted(bad)[0]}; known: path, cache_ttl_seconds")
-    if not isinstance(registry, str) or not registry:
-        raise ConfigError(f"{f.name}: 'registry' must be a file path or an SQLAlchemy URL, got {registry!r}")
+    registry, registry_options = _registry(f.name, data.get("registry", "registry.db"))
     for key in ("serving", "stream", "monitoring"):
         if key in data and not isinstance(data[key], dict):
             raise ConfigError(f"{f.name}: '{key}' must be a mapping, got {data[key]!r}")
+    offline = _section(data, "offline", {"engine": "duckdb", "path": "data/offline"}, "engine")
+    online = _section(data, "online", {"type": "sqlite", "path": "data/online.db"}, "type")
+    for key, section, kind_key in (("offline", offline, "engine"), ("online", online, "type")):
+        _check_backend(f.name, key, kind_key, section[kind_key])
+        if "path" in section and not isinstance(section["path"], str):
+            raise ConfigError(f"{f.name}: '{key}.path' must be a path, got {section['path']!r}")
     return RepoConfig(
         repo_path=root,
         project=project,
         registry=registry,
         registry_options=registry_options,
-        offline=_section(data, "offline", {"engine": "duckdb", "path": "data/offline"}, "engine"),
-        online=_section(data, "online", {"type": "sqlite", "path": "data/online.db"}, "type"),
+        offline=offline,
+        online=online,
         serving=dict(data.get("serving") or {}),
         stream=dict(data.get("stream") or {}),
         monitoring=dict(data.get("monitoring") or {}),

@@ -15,17 +15,25 @@ from typing import Any, ClassVar
 from quiver.errors import DefinitionError
 from quiver.timeutil import parse_duration
 
-__all__ = ["METADATA_KEYS", "Definition", "check_name", "duration_or_none", "fingerprint"]
+__all__ = ["METADATA_KEYS", "Definition", "check_name", "check_tags", "duration_or_none", "fingerprint"]
 
 METADATA_KEYS = ("owner", "description", "tags", "freshness_sla", "monitoring")
 
 
 def check_name(kind: str, name: Any, what: str = "name") -> str:
-    if not isinstance(name, str) or not name.isidentifier():
+    if not isinstance(name, str) or not name.isascii() or not name.isidentifier():
         raise DefinitionError(
-            f"{kind} {name!r}: {what} must be a Python identifier (letters, digits, '_', not starting with a digit)"
+            f"{kind} {name!r}: {what} must be an identifier (ASCII letters, digits and '_', not starting with a digit)"
         )
     return name
+
+
+def check_tags(label: str, tags: Any) -> dict[str, str]:
+    if tags is None:
+        return {}
+    if not isinstance(tags, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items()):
+        raise DefinitionError(f"{label}: tags must be a dict of str to str, got {tags!r}")
+    return dict(tags)
 
 
 def duration_or_none(owner: str, what: str, value: Any) -> timedelta | None:
@@ -60,17 +68,13 @@ class Definition:
     tags: dict[str, str]
 
     def _init_meta(self, owner: str, description: str, tags: dict[str, str] | None) -> None:
-        label = f"{self.kind} {self.name!r}"
-        if tags is not None and (
-            not isinstance(tags, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in tags.items())
-        ):
-            raise DefinitionError(f"{label}: tags must be a dict of str to str, got {tags!r}")
+        label = f"{self.kind.replace('_', ' ')} {self.name!r}"
         for what, v in (("owner", owner), ("description", description)):
             if not isinstance(v, str):
                 raise DefinitionError(f"{label}: {what} must be a string, got {v!r}")
         object.__setattr__(self, "owner", owner)
         object.__setattr__(self, "description", description)
-        object.__setattr__(self, "tags", dict(tags or {}))
+        object.__setattr__(self, "tags", check_tags(label, tags))
 
     def _meta_spec(self) -> dict[str, Any]:
         return {"owner": self.owner, "description": self.description, "tags": dict(self.tags)}

@@ -12,7 +12,7 @@ from typing import Any
 
 from quiver import types
 from quiver.definitions._base import check_name, duration_or_none
-from quiver.errors import DefinitionError, closest
+from quiver.errors import DefinitionError, UnknownTypeError, closest
 from quiver.timeutil import format_window
 
 __all__ = ["FUNCTIONS", "Aggregation"]
@@ -47,7 +47,7 @@ class Aggregation:
         label = f"Aggregation({column!r}, {function!r})"
         if not isinstance(column, str) or not column:
             raise DefinitionError(f"{label}: column must name a source column")
-        if function not in FUNCTIONS:
+        if not isinstance(function, str) or function not in FUNCTIONS:
             raise DefinitionError(
                 f"{label}: unknown aggregation function {function!r}.{closest(str(function), FUNCTIONS)}"
                 f" Known: {', '.join(FUNCTIONS)}"
@@ -62,7 +62,14 @@ class Aggregation:
         object.__setattr__(self, "function", function)
         object.__setattr__(self, "window", w)
         object.__setattr__(self, "name", name)
-        object.__setattr__(self, "dtype", _FIXED_DTYPE.get(function) or (types.coerce(dtype) if dtype else None))
+        try:
+            declared = types.coerce(dtype) if dtype is not None else None
+        except UnknownTypeError as e:
+            raise UnknownTypeError(f"{label}: {e}") from None
+        fixed = _FIXED_DTYPE.get(function)
+        if fixed is not None and declared not in (None, fixed):
+            raise DefinitionError(f"{label}: {function} always gives {fixed.name}; drop dtype={declared.name}")
+        object.__setattr__(self, "dtype", fixed or declared)
 
     def output_dtype(self, input_dtype: types.ValueType | None = None) -> types.ValueType:
         if self.dtype is not None:

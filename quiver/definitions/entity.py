@@ -6,7 +6,7 @@ from typing import Any
 
 from quiver import types
 from quiver.definitions._base import Definition, check_name
-from quiver.errors import DefinitionError
+from quiver.errors import DefinitionError, UnknownTypeError
 
 __all__ = ["Entity"]
 
@@ -33,9 +33,9 @@ class Entity(Definition):
         tags: dict[str, str] | None = None,
     ) -> None:
         object.__setattr__(self, "name", check_name("entity", name))
-        keys = tuple(join_keys) if join_keys is not None else (name,)
         if isinstance(join_keys, str):
             raise DefinitionError(f"entity {name!r}: join_keys must be a list of column names, e.g. [{join_keys!r}]")
+        keys = tuple(join_keys) if join_keys is not None else (name,)
         if not keys:
             raise DefinitionError(f"entity {name!r}: needs at least one join key")
         for k in keys:
@@ -47,7 +47,10 @@ class Entity(Definition):
         unknown = set(dt) - set(keys)
         if unknown:
             raise DefinitionError(f"entity {name!r}: dtypes names {sorted(unknown)}, which are not join keys {list(keys)}")
-        object.__setattr__(self, "dtypes", {k: types.coerce(dt.get(k, types.Int64)) for k in keys})
+        try:
+            object.__setattr__(self, "dtypes", {k: types.coerce(dt.get(k, types.Int64)) for k in keys})
+        except UnknownTypeError as e:
+            raise UnknownTypeError(f"entity {name!r}: {e}") from None
         self._init_meta(owner, description, tags)
 
     def to_spec(self) -> dict[str, Any]:

@@ -52,6 +52,11 @@ class FeatureView(Definition):
     ) -> None:
         object.__setattr__(self, "name", check_name("feature view", name))
         label = f"feature view {name!r}"
+        if isinstance(entities, Entity):
+            entities = [entities]
+        for what, value in (("entities", entities), ("schema", schema), ("aggregations", aggregations)):
+            if value is not None and not isinstance(value, list | tuple):
+                raise DefinitionError(f"{label}: {what} must be a list, got {type(value).__name__}")
         ents = tuple(entities or ())
         if not ents:
             raise DefinitionError(f"{label}: needs at least one entity")

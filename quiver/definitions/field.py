@@ -6,7 +6,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from quiver import types
-from quiver.definitions._base import check_name
+from quiver.definitions._base import check_name, check_tags
+from quiver.errors import DefinitionError, UnknownTypeError
 
 __all__ = ["Field", "check_unique"]
 
@@ -27,9 +28,17 @@ class Field:
 
     def __post_init__(self) -> None:
         check_name("field", self.name)
-        object.__setattr__(self, "dtype", types.coerce(self.dtype))
-        object.__setattr__(self, "tags", dict(self.tags or {}))
-        object.__setattr__(self, "monitoring", dict(self.monitoring or {}))
+        try:
+            object.__setattr__(self, "dtype", types.coerce(self.dtype))
+        except UnknownTypeError as e:
+            raise UnknownTypeError(f"field {self.name!r}: {e}") from None
+        if not isinstance(self.description, str):
+            raise DefinitionError(f"field {self.name!r}: description must be a string, got {self.description!r}")
+        object.__setattr__(self, "tags", check_tags(f"field {self.name!r}", self.tags))
+        monitoring = dict(self.monitoring or {})
+        if not all(isinstance(k, str) and isinstance(v, int | float) for k, v in monitoring.items()):
+            raise DefinitionError(f"field {self.name!r}: monitoring must map check names to numbers, got {monitoring!r}")
+        object.__setattr__(self, "monitoring", monitoring)
 
     def __hash__(self) -> int:
         return hash((self.name, self.dtype))
@@ -56,9 +65,7 @@ class Field:
 
 
 def check_unique(owner: str, names: list[str]) -> None:
-    from quiver.errors import DefinitionError
-
-    seen: set[str] = set()
-    dups = sorted({n for n in names if n in seen or seen.add(n)})  # type: ignore[func-returns-value]
+    """Raise when a name appears twice among one object's features."""
+    dups = sorted({n for n in names if names.count(n) > 1})
     if dups:
         raise DefinitionError(f"{owner}: duplicate feature names {dups}; give each feature a distinct name")

@@ -81,19 +81,21 @@ def load_repo(root: str | Path) -> RepoContents:
     root = Path(root).resolve()
     contents = RepoContents()
     origins: dict[tuple[str, str], str] = {}
+    before = set(sys.modules)
     sys.path.insert(0, str(root))
     try:
         for path in _python_files(root):
             rel = str(path.relative_to(root))
             mod_name = "quiver_repo_" + rel[:-3].replace("/", "_").replace("-", "_")
             spec = importlib.util.spec_from_file_location(mod_name, path)
-            assert spec and spec.loader
+            if spec is None or spec.loader is None:
+                raise RepoLoadError(f"{rel} cannot be imported as a Python module")
             module = importlib.util.module_from_spec(spec)
             sys.modules[mod_name] = module
             try:
                 spec.loader.exec_module(module)
             except DefinitionError as e:
-                raise DefinitionError(f"{rel}: {e}") from None
+                raise type(e)(f"{rel}: {e}") from None
             except Exception as e:
                 tb = traceback.format_exception_only(type(e), e)[-1].strip()
                 raise RepoLoadError(f"{rel} failed to import: {tb}") from e
@@ -102,4 +104,10 @@ def load_repo(root: str | Path) -> RepoContents:
                     contents.add(obj, f"{rel} ({var})", origins)
     finally:
         sys.path.remove(str(root))
+        # forget the repository's modules (and helpers it imported by plain name), so
+        # loading again, or loading another repository with the same file names, runs fresh code
+        for name in set(sys.modules) - before:
+            file = getattr(sys.modules[name], "__file__", None) or ""
+            if name.startswith("quiver_repo_") or file.startswith(str(root)):
+                del sys.modules[name]
     return contents

@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from quiver.definitions._base import METADATA_KEYS, Definition, fingerprint
+from quiver.definitions.aggregation import Aggregation
 
 __all__ = ["Change", "Plan", "diff_specs", "make_plan"]
 
@@ -29,6 +30,7 @@ class Change:
     diff: dict[str, Any] = field(default_factory=dict)  # path -> [old, new]
     breaking: list[str] = field(default_factory=list)
     spec: dict[str, Any] | None = None
+    definition: Definition | None = field(default=None, repr=False)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -96,8 +98,18 @@ def _features(spec: dict[str, Any]) -> dict[str, str]:
     """feature name -> dtype name of a view spec."""
     out = {f["name"]: f["dtype"] for f in spec.get("schema") or []}
     for a in spec.get("aggregations") or []:
-        out[a["name"]] = a.get("dtype") or a["function"]
+        out[a["name"]] = Aggregation.from_spec(a).output_dtype().name
     return out
+
+
+def _served(specs: list[dict[str, Any]]) -> dict[str, list[str]]:
+    """'view:feature' -> the names of the services (given by spec) that list it, pinned or not."""
+    out: dict[str, set[str]] = {}
+    for s in specs:
+        for ref in s.get("features", []):
+            view, _, feature = ref.partition(":")
+            out.setdefault(f"{view.split('@')[0]}:{feature}", set()).add(s["name"])
+    return {k: sorted(v) for k, v in out.items()}
 
 
 def make_plan(
@@ -110,28 +122,28 @@ def make_plan(
     """Compare the desired definitions with ``current`` ((kind, name) -> (version, spec))."""
     changes: list[Change] = []
     wanted = {(d.kind, d.name): d for d in desired}
-    served: dict[str, list[str]] = {}  # "view:feature" -> services using it, after the apply
-    for d in desired:
-        if d.kind == "feature_service":
-            for ref in d.to_spec()["features"]:
-                served.setdefault(ref.split("@")[0].split(":")[0] + ":" + ref.split(":")[-1], []).append(d.name)
+    # a feature is in use when a service lists it now or will after the apply
+    served = _served(
+        [spec for (kind, _), (_, spec) in current.items() if kind == "feature_service"]
+        + [d.to_spec() for d in desired if d.kind == "feature_service"]
+    )
     for key in sorted(wanted, key=lambda k: (KIND_ORDER.index(k[0]), k[1])):
         d = wanted[key]
         spec = d.to_spec()
         if key not in current:
-            changes.append(Change(d.kind, d.name, "add", None, 1, spec=spec))
+            changes.append(Change(d.kind, d.name, "add", None, 1, spec=spec, definition=d))
             continue
         old_version, old_spec = current[key]
         core_old = {k: v for k, v in old_spec.items() if k not in METADATA_KEYS}
         core_new = {k: v for k, v in spec.items() if k not in METADATA_KEYS}
         diff = diff_specs(old_spec, spec)
         if fingerprint(core_old) != fingerprint(core_new):
-            ch = Change(d.kind, d.name, "new_version", old_version, old_version + 1, diff, spec=spec)
+            ch = Change(d.kind, d.name, "new_version", old_version, old_version + 1, diff, spec=spec, definition=d)
             ch.breaking = _breaking(d.kind, d.name, old_spec, spec, served)
         elif diff:
-            ch = Change(d.kind, d.name, "update_metadata", old_version, old_version, diff, spec=spec)
+            ch = Change(d.kind, d.name, "update_metadata", old_version, old_version, diff, spec=spec, definition=d)
         else:
-            ch = Change(d.kind, d.name, "unchanged", old_version, old_version, spec=spec)
+            ch = Change(d.kind, d.name, "unchanged", old_version, old_version, spec=spec, definition=d)
         changes.append(ch)
     if remove_missing:
         for key in sorted(set(current) - set(wanted)):
@@ -154,7 +166,8 @@ def _breaking(kind: str, name: str, old: dict[str, Any], new: dict[str, Any], se
         for f, dt in of.items():
             if f not in nf:
                 users = served.get(f"{name}:{f}", [])
-                out.append(f"feature {f!r} removed" + (f" while feature services {users} use it" if users else ""))
+                if users:
+                    out.append(f"feature {f!r} removed while feature services {users} use it")
             elif nf[f] != dt:
                 out.append(f"feature {f!r} changed dtype from {dt} to {nf[f]}")
         old_keys = [k for e in old.get("entity_specs") or [] for k in e.get("join_keys", [])]

@@ -17,7 +17,7 @@ from typing import Any
 
 from quiver.definitions import Entity, FeatureService, FeatureView, OnDemandFeatureView
 from quiver.definitions._base import Definition
-from quiver.errors import NotFoundError, closest
+from quiver.errors import NotFoundError, TransientError, closest
 from quiver.plan.diff import Plan, make_plan
 from quiver.protocols import StoredObject
 
@@ -64,18 +64,31 @@ class Registry:
     # -- cache ---------------------------------------------------------------------
 
     def _fresh(self) -> dict[str, dict[str, tuple[StoredObject, Definition]]]:
-        now = time.monotonic()
-        if now - self._checked < self.cache_ttl and self._version >= 0:
+        if time.monotonic() - self._checked < self.cache_ttl and self._version >= 0:
             return self._latest
         with self._lock:
-            version = self.store.version()
+            if time.monotonic() - self._checked < self.cache_ttl and self._version >= 0:
+                return self._latest  # another thread checked while we waited
+            try:
+                version = self.store.version()
+                if version != self._version:
+                    self._load()
+            except TransientError:
+                if self._version < 0:
+                    raise
+                # the registry is unreachable: keep serving the definitions we have, look again later
             self._checked = time.monotonic()
-            if version != self._version:
-                latest: dict[str, dict[str, tuple[StoredObject, Definition]]] = {k: {} for k in _CLASSES}
-                for obj in self.store.list():
-                    latest.setdefault(obj.kind, {})[obj.name] = (obj, self._build(obj))
-                self._latest, self._version = latest, version
         return self._latest
+
+    def _load(self) -> None:
+        """Read every latest definition; the counter is read first, so a concurrent apply
+        at worst makes the next check reload again."""
+        version = self.store.version()
+        latest: dict[str, dict[str, tuple[StoredObject, Definition]]] = {k: {} for k in _CLASSES}
+        for obj in self.store.list():
+            latest.setdefault(obj.kind, {})[obj.name] = (obj, self._build(obj))
+        self._latest, self._version = latest, version
+        self._pinned.clear()  # a metadata update rewrites a stored version in place
 
     def _build(self, obj: StoredObject) -> Definition:
         local = self._local.get((obj.kind, obj.name))
@@ -155,27 +168,26 @@ class Registry:
         current = {(o.kind, o.name): (o.version, o.spec) for o in self.store.list()}
         return make_plan(base, current, desired, remove_missing=remove_missing)
 
-    def apply(
-        self,
-        plan: Plan,
-        desired: list[Definition] | None = None,
-        progress: Callable[[int, int], None] | None = None,
-    ) -> Plan:
-        """Carry out ``plan`` in one transaction; fails if the registry moved since."""
+    def apply(self, plan: Plan, progress: Callable[[int, int], None] | None = None) -> Plan:
+        """Carry out ``plan`` in one transaction; ``ConcurrentApplyError`` if the
+        registry moved since the plan was made. An empty plan writes nothing."""
         pending = plan.pending
-        with self.store.transaction(plan.base_version, current_user()) as txn:
-            for i, ch in enumerate(pending, 1):
-                if ch.action in ("add", "new_version"):
-                    d = next(x for x in desired or [] if (x.kind, x.name) == (ch.kind, ch.name))
-                    ch.new_version = txn.put_version(ch.kind, ch.name, ch.spec, d.version_hash, ch.diff)
-                elif ch.action == "update_metadata":
-                    txn.update_metadata(ch.kind, ch.name, ch.spec, ch.diff)
-                elif ch.action == "remove":
-                    txn.remove(ch.kind, ch.name)
-                if progress:
-                    progress(i, len(pending))
-        for d in desired or []:
-            self._local[(d.kind, d.name)] = d
+        if pending:
+            with self.store.transaction(plan.base_version, current_user()) as txn:
+                for i, ch in enumerate(pending, 1):
+                    if ch.action in ("add", "new_version"):
+                        assert ch.definition is not None and ch.spec is not None
+                        ch.new_version = txn.put_version(ch.kind, ch.name, ch.spec, ch.definition.version_hash, ch.diff)
+                    elif ch.action == "update_metadata":
+                        assert ch.spec is not None
+                        txn.update_metadata(ch.kind, ch.name, ch.spec, ch.diff)
+                    elif ch.action == "remove":
+                        txn.remove(ch.kind, ch.name)
+                    if progress:
+                        progress(i, len(pending))
+        for ch in plan.changes:
+            if ch.definition is not None:
+                self._local[(ch.kind, ch.name)] = ch.definition
         self.refresh()
         return plan
 
@@ -196,31 +208,41 @@ class Registry:
         return out
 
     def lineage(self, name: str) -> dict[str, Any]:
-        """Source -> views -> services around ``name`` (a source, view, feature or service)."""
-        views = {v.name: v for v in self.list("feature_view")}
-        odfvs = {v.name: v for v in self.list("on_demand_feature_view")}
-        services = {s.name: s for s in self.list("feature_service")}
-        edges: list[tuple[str, str]] = []
-        for v in views.values():
-            src = v.source
-            if src.batch is not None and src.batch is not src:
-                edges.append((f"file:{src.batch.path}", f"source:{src.name}"))
-            edges.append((f"source:{src.name}", f"view:{v.name}"))
-        for o in odfvs.values():
-            for ref in o.input_refs():
-                edges.append((f"view:{ref.split(':')[0]}", f"view:{o.name}"))
-            for r in o.request_sources:
-                edges.append((f"request:{r.name}", f"view:{o.name}"))
-        for s in services.values():
-            for ref in s.features:
-                edges.append((f"view:{ref.split(':')[0].split('@')[0]}", f"service:{s.name}"))
-        edges = sorted(set(edges))
-        nodes = {n for e in edges for n in e}
-        start = [n for n in nodes if n.split(":", 1)[1] == name or n == name]
-        if ":" in name and not start:  # view:feature
-            start = [f"view:{name.split(':')[0]}"] if f"view:{name.split(':')[0]}" in nodes else []
+        """The graph around ``name`` (a source, view, ``view:feature`` or service):
+        files -> sources -> views -> on-demand views -> services, upstream and downstream.
+        Nodes are ``kind:name``; for a feature, only the services and views that use it."""
+        view_name, _, feature = name.partition(":")
+        uses: dict[tuple[str, str], set[str]] = {}  # edge -> the view's features it carries
+        for v in self.list("feature_view"):
+            src = v.source  # type: ignore[attr-defined]
+            if src.batch is not None:
+                uses[(f"file:{src.batch.path}", f"source:{src.name}")] = set()
+            uses[(f"source:{src.name}", f"view:{v.name}")] = set()
+        for o in self.list("on_demand_feature_view"):
+            for ref in o.input_refs():  # type: ignore[attr-defined]
+                v, _, f = ref.partition(":")
+                uses.setdefault((f"view:{v}", f"view:{o.name}"), set()).add(f)
+            for r in o.request_sources:  # type: ignore[attr-defined]
+                uses[(f"request:{r.name}", f"view:{o.name}")] = set()
+        for svc in self.list("feature_service"):
+            for ref in svc.features:  # type: ignore[attr-defined]
+                v, _, f = ref.partition(":")
+                uses.setdefault((f"view:{v.split('@')[0]}", f"service:{svc.name}"), set()).add(f)
+        nodes = {n for e in uses for n in e}
+        start = sorted(n for n in nodes if n.split(":", 1)[1] == view_name)
         if not start:
-            raise NotFoundError(f"nothing named {name!r} in the registry.{closest(name, [n.split(':', 1)[1] for n in nodes])}")
+            known = sorted({n.split(":", 1)[1] for n in nodes if not n.startswith("file:")})
+            raise NotFoundError(f"nothing named {view_name!r} in the registry.{closest(view_name, known)}")
+        if feature:
+            view = self.get_view(view_name)
+            if feature not in view.feature_names:
+                raise NotFoundError(
+                    f"feature view {view_name!r} has no feature {feature!r}.{closest(feature, view.feature_names)}"
+                )
+            start = [f"view:{view_name}"]
+            # downstream of the view, keep only what reads this feature
+            uses = {e: f for e, f in uses.items() if e[0] != start[0] or feature in f}
+        edges = sorted(uses)
         keep = set(start)
         for direction in (0, 1):  # walk upstream, then downstream
             frontier = set(start)

@@ -11,15 +11,17 @@ counter moved, someone applied in between and the apply fails cleanly.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
 
-from quiver.errors import ConcurrentApplyError, TransientError
+from quiver.errors import ConcurrentApplyError, ConfigError, TransientError
 from quiver.protocols import Capabilities, StoredObject
 
 __all__ = ["SQLRegistryStore"]
@@ -73,6 +75,46 @@ def _aware(d: datetime) -> datetime:
     return d.replace(tzinfo=UTC) if d.tzinfo is None else d
 
 
+def _sqlite_connect(dbapi_conn: Any, _: Any) -> None:
+    cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+    dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (SQLAlchemy's pysqlite recipe)
+
+
+def _sqlite_begin(conn: Any) -> None:
+    # an apply takes the write lock up front, so concurrent applies queue instead of
+    # failing on a lock upgrade; reads stay deferred and never wait for a writer (WAL)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("quiver_write") else "BEGIN")
+
+
+def _dialect_insert(c: Any) -> Any:
+    """The dialect's INSERT with ON CONFLICT, where it has one."""
+    if c.dialect.name == "sqlite":
+        from sqlalchemy.dialects.sqlite import insert
+
+        return insert
+    if c.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert
+
+        return insert
+    return None
+
+
+def _insert_ignore(c: Any, table: sa.Table, **values: Any) -> None:
+    """INSERT that does nothing when the primary key exists (SQLite and PostgreSQL)."""
+    insert = _dialect_insert(c)
+    if insert is not None:
+        c.execute(insert(table).values(**values).on_conflict_do_nothing())
+        return
+    exists = c.execute(
+        sa.select(sa.literal(1)).where(*[col == values[col.name] for col in table.primary_key.columns])
+    ).first()
+    if exists is None:
+        c.execute(sa.insert(table).values(**values))
+
+
 class SQLRegistryStore:
     """The registry's storage. ``url`` is an SQLAlchemy URL."""
 
@@ -80,48 +122,56 @@ class SQLRegistryStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        is_sqlite = url.startswith("sqlite")
-        kwargs: dict[str, Any] = {"future": True}
-        if is_sqlite:
+        u = sa.engine.make_url(url)
+        self.is_sqlite = u.get_backend_name() == "sqlite"
+        kwargs: dict[str, Any] = {}
+        if self.is_sqlite:
+            if u.database and u.database != ":memory:":
+                Path(u.database).parent.mkdir(parents=True, exist_ok=True)
             kwargs["connect_args"] = {"timeout": 30, "check_same_thread": False}
         else:
             kwargs["pool_pre_ping"] = True
-        self.engine = sa.create_engine(url, **kwargs)
-        if is_sqlite:
-
-            @event.listens_for(self.engine, "connect")
-            def _pragmas(dbapi_conn: Any, _: Any) -> None:
-                cur = dbapi_conn.cursor()
-                cur.execute("PRAGMA journal_mode=WAL")
-                cur.execute("PRAGMA busy_timeout=30000")
-                cur.close()
-                dbapi_conn.isolation_level = None  # we issue BEGIN ourselves
-
-            @event.listens_for(self.engine, "begin")
-            def _begin(conn: Any) -> None:
-                # take the write lock up front, so concurrent applies queue instead of deadlocking
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
-
         try:
-            _md.create_all(self.engine, checkfirst=True)
-        except sa.exc.IntegrityError:  # another process created the tables at the same moment
-            pass
-        except sa.exc.OperationalError as e:
-            raise TransientError(f"registry at {self._safe_url()} is not reachable: {e.orig}") from e
-        with self.engine.begin() as c:
-            if c.execute(sa.select(kv.c.value).where(kv.c.namespace == "meta", kv.c.key == "version")).first() is None:
-                try:
-                    c.execute(sa.insert(kv).values(namespace="meta", key="version", value="0", updated_at=_now()))
-                except sa.exc.IntegrityError:
-                    pass
+            self.engine = sa.create_engine(url, **kwargs)
+        except (ImportError, sa.exc.ArgumentError, sa.exc.NoSuchModuleError) as e:
+            hint = " (pip install 'quiver-fs[postgres]')" if u.get_backend_name() == "postgresql" else ""
+            raise ConfigError(f"registry URL {self._safe_url()} cannot be used: {e}{hint}") from e
+        if self.is_sqlite:
+            event.listen(self.engine, "connect", _sqlite_connect)
+            event.listen(self.engine, "begin", _sqlite_begin)
+        self._create_tables()
+
+    def _create_tables(self) -> None:
+        """Create the tables and the version counter; safe when processes race to do it."""
+        for attempt in range(5):
+            try:
+                _md.create_all(self.engine, checkfirst=True)
+                with self.engine.begin() as c:
+                    _insert_ignore(c, kv, namespace="meta", key="version", value="0", updated_at=_now())
+                return
+            except sa.exc.OperationalError as e:
+                if attempt == 4 or "already exists" not in str(e.orig):
+                    raise TransientError(f"registry at {self._safe_url()} is not reachable: {e.orig}") from e
+            except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
+                if attempt == 4:
+                    raise
+            time.sleep(0.05 * (attempt + 1))  # another process created them at the same moment; look again
 
     def _safe_url(self) -> str:
         return sa.engine.make_url(self.url).render_as_string(hide_password=True)
 
+    @contextmanager
+    def _read(self) -> Iterator[Any]:
+        try:
+            with self.engine.connect() as c:
+                yield c
+        except sa.exc.OperationalError as e:
+            raise TransientError(f"registry at {self._safe_url()} could not be read: {e.orig}") from e
+
     # -- reads --------------------------------------------------------------------
 
     def version(self) -> int:
-        with self.engine.connect() as c:
+        with self._read() as c:
             v = c.execute(sa.select(kv.c.value).where(kv.c.namespace == "meta", kv.c.key == "version")).scalar()
         return int(v or 0)
 
@@ -142,12 +192,12 @@ class SQLRegistryStore:
     def get(self, kind: str, name: str, version: int | None = None) -> StoredObject | None:
         q = sa.select(objects).where(objects.c.kind == kind, objects.c.name == name)
         q = q.where(objects.c.version == version) if version is not None else q.where(objects.c.is_latest)
-        with self.engine.connect() as c:
+        with self._read() as c:
             r = c.execute(q).first()
         return self._row(r) if r else None
 
     def max_version(self, kind: str, name: str) -> int:
-        with self.engine.connect() as c:
+        with self._read() as c:
             v = c.execute(
                 sa.select(sa.func.max(objects.c.version)).where(objects.c.kind == kind, objects.c.name == name)
             ).scalar()
@@ -159,7 +209,7 @@ class SQLRegistryStore:
             q = q.where(objects.c.kind == kind)
         if not all_versions:
             q = q.where(objects.c.is_latest)
-        with self.engine.connect() as c:
+        with self._read() as c:
             return [self._row(r) for r in c.execute(q)]
 
     def history(self, kind: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
@@ -168,7 +218,7 @@ class SQLRegistryStore:
             q = q.where(history.c.kind == kind)
         if name is not None:
             q = q.where(history.c.name == name)
-        with self.engine.connect() as c:
+        with self._read() as c:
             return [
                 {**r._asdict(), "diff": json.loads(r.diff), "at": _aware(r.at)}
                 for r in c.execute(q)
@@ -177,53 +227,77 @@ class SQLRegistryStore:
     # -- key/value ----------------------------------------------------------------
 
     def get_value(self, namespace: str, key: str) -> Any:
-        with self.engine.connect() as c:
+        with self._read() as c:
             v = c.execute(sa.select(kv.c.value).where(kv.c.namespace == namespace, kv.c.key == key)).scalar()
         return None if v is None else json.loads(v)
 
     def set_value(self, namespace: str, key: str, value: Any) -> None:
         blob = json.dumps(value, default=str)
-        with self.engine.begin() as c:
+        row = {"namespace": namespace, "key": key, "value": blob, "updated_at": _now()}
+        with self._write() as c:
+            insert = _dialect_insert(c)
+            if insert is not None:  # one atomic upsert: two writers of one key never collide
+                q = insert(kv).values(**row)
+                c.execute(q.on_conflict_do_update(index_elements=["namespace", "key"],
+                                                  set_={"value": q.excluded.value, "updated_at": q.excluded.updated_at}))
+                return
             n = c.execute(
                 sa.update(kv).where(kv.c.namespace == namespace, kv.c.key == key).values(value=blob, updated_at=_now())
             ).rowcount
             if n == 0:
-                c.execute(sa.insert(kv).values(namespace=namespace, key=key, value=blob, updated_at=_now()))
+                c.execute(sa.insert(kv).values(**row))
 
     def delete_value(self, namespace: str, key: str) -> None:
-        with self.engine.begin() as c:
+        with self._write() as c:
             c.execute(sa.delete(kv).where(kv.c.namespace == namespace, kv.c.key == key))
 
     def list_values(self, namespace: str) -> dict[str, Any]:
-        with self.engine.connect() as c:
+        with self._read() as c:
             rows = c.execute(sa.select(kv.c.key, kv.c.value).where(kv.c.namespace == namespace)).all()
         return {k: json.loads(v) for k, v in rows}
 
     # -- writes -------------------------------------------------------------------
 
     @contextmanager
-    def transaction(self, expected_version: int, user: str) -> Iterator[_Txn]:
-        """One apply: bump the version counter from ``expected_version`` or fail."""
+    def _write(self) -> Iterator[Any]:
+        """A write transaction (on SQLite it holds the write lock from its start)."""
         try:
-            with self.engine.begin() as c:
-                new = expected_version + 1
-                n = c.execute(
-                    sa.update(kv)
-                    .where(kv.c.namespace == "meta", kv.c.key == "version", kv.c.value == str(expected_version))
-                    .values(value=str(new), updated_at=_now())
-                ).rowcount
-                if n != 1:
-                    raise ConcurrentApplyError(
-                        f"the registry changed since this plan was made (expected version {expected_version}, "
-                        f"found {self._peek_version(c)}): another apply ran in between. Run 'quiver plan' and apply again"
-                    )
-                yield _Txn(c, new, user)
+            with self.engine.connect() as c:
+                c.execution_options(quiver_write=True)
+                with c.begin():
+                    yield c
         except sa.exc.OperationalError as e:
-            raise TransientError(f"registry write failed ({e.orig}); retry the apply") from e
+            raise TransientError(f"registry write failed ({e.orig}); retry") from e
+
+    @contextmanager
+    def transaction(self, expected_version: int, user: str) -> Iterator[_Txn]:
+        """One apply: bump the version counter from ``expected_version`` or fail.
+
+        The conditional UPDATE locks the counter row until commit, so concurrent
+        applies serialize on it; on PostgreSQL a waiting UPDATE re-checks its
+        condition after the other commits and then matches no row.
+        """
+        with self._write() as c:
+            new = expected_version + 1
+            n = c.execute(
+                sa.update(kv)
+                .where(kv.c.namespace == "meta", kv.c.key == "version", kv.c.value == str(expected_version))
+                .values(value=str(new), updated_at=_now())
+            ).rowcount
+            if n != 1:
+                raise ConcurrentApplyError(
+                    f"the registry changed since this plan was made: it was made against registry version "
+                    f"{expected_version}, and {self._last_apply(c)}. Nothing was written. "
+                    "Run 'quiver plan' to see the new differences, then apply again"
+                )
+            yield _Txn(c, new, user)
 
     @staticmethod
-    def _peek_version(c: Any) -> str:
-        return str(c.execute(sa.select(kv.c.value).where(kv.c.namespace == "meta", kv.c.key == "version")).scalar())
+    def _last_apply(c: Any) -> str:
+        version = c.execute(sa.select(kv.c.value).where(kv.c.namespace == "meta", kv.c.key == "version")).scalar()
+        last = c.execute(sa.select(history.c.applied_by, history.c.at).order_by(history.c.id.desc()).limit(1)).first()
+        who = f" by {last.applied_by} at {_aware(last.at):%Y-%m-%d %H:%M:%S} UTC" if last else ""
+        return f"another apply made it version {version}{who}"
 
     def close(self) -> None:
         self.engine.dispose()
@@ -253,14 +327,11 @@ class _Txn:
     def put_version(self, kind: str, name: str, spec: dict[str, Any], version_hash: str, diff: Any) -> int:
         """Store a new version (1 for a new object) and make it the latest."""
         c = self.conn
-        prev = c.execute(
-            sa.select(sa.func.max(objects.c.version)).where(objects.c.kind == kind, objects.c.name == name)
-        ).scalar()
+        mine = (objects.c.kind == kind, objects.c.name == name)
+        prev, created = c.execute(sa.select(sa.func.max(objects.c.version), sa.func.min(objects.c.created_at)).where(*mine)).one()
         version = int(prev or 0) + 1
-        created = c.execute(
-            sa.select(sa.func.min(objects.c.created_at)).where(objects.c.kind == kind, objects.c.name == name)
-        ).scalar()
-        c.execute(sa.update(objects).where(objects.c.kind == kind, objects.c.name == name).values(is_latest=False))
+        if prev:
+            c.execute(sa.update(objects).where(*mine, objects.c.is_latest).values(is_latest=False))
         c.execute(
             sa.insert(objects).values(
                 kind=kind,
@@ -272,7 +343,7 @@ class _Txn:
                 description=spec.get("description", ""),
                 tags=json.dumps(spec.get("tags") or {}),
                 freshness_sla=spec.get("freshness_sla"),
-                created_at=created or self.now,
+                created_at=_aware(created) if created else self.now,
                 updated_at=self.now,
                 applied_by=self.user,
                 is_latest=True,
