@@ -13,12 +13,12 @@ from functools import cached_property
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quiver import plugins
+from quiver import plugins, types
 from quiver.config import RepoConfig, load_config
-from quiver.definitions import Entity, FeatureService, FeatureView, OnDemandFeatureView
+from quiver.definitions import Entity, FeatureRef, FeatureService, FeatureView, OnDemandFeatureView
 from quiver.definitions._base import Definition
 from quiver.definitions.loader import RepoContents, load_repo
-from quiver.errors import DefinitionError, QuiverError, closest
+from quiver.errors import DefinitionError, InputError, NotFoundError, QuiverError, closest
 from quiver.plan.diff import Plan
 from quiver.plan.features import FeatureSelection, resolve_features
 from quiver.registry import Registry
@@ -80,7 +80,8 @@ class FeatureStore:
         return load_repo(self.repo_path)
 
     def plan(self, contents: RepoContents | None = None) -> Plan:
-        """What ``apply`` would add, change and remove, with breaking changes marked."""
+        """What ``apply`` would add, change and remove, with breaking changes marked.
+        ``apply(plan=...)`` carries it out, or fails if the registry moved since."""
         contents = contents or self.load_definitions()
         self._validate(contents)
         return self.registry.plan(contents.all())
@@ -90,10 +91,16 @@ class FeatureStore:
         objects: Sequence[Definition] | None = None,
         *,
         progress: Callable[[int, int], None] | None = None,
+        plan: Plan | None = None,
     ) -> Plan:
-        """Register the repository's definitions (or ``objects``) in one transaction;
-        returns the plan applied. Objects not in the repository are removed only
-        when the whole repository is applied."""
+        """Register the repository's definitions (or ``objects``, or a ``plan`` made
+        earlier) in one transaction; returns the plan applied. Objects not in the
+        repository are removed only when the whole repository is applied. Raises
+        ``ConcurrentApplyError`` when another apply ran after the plan was made."""
+        if plan is not None:
+            if objects is not None:
+                raise InputError("pass either objects or a plan to apply(), not both")
+            return self.registry.apply(plan, progress=progress)
         if objects is None:
             contents = self.load_definitions()
             remove = True
@@ -101,63 +108,84 @@ class FeatureStore:
             contents = RepoContents()
             origins: dict[tuple[str, str], str] = {}
             for o in objects:
+                if not isinstance(o, Definition):
+                    raise InputError(f"apply() takes entities, views and services; got {o!r}")
                 contents.add(o, "apply()", origins)
             remove = False
         self._validate(contents)
-        desired = contents.all()
-        plan = self.registry.plan(desired, remove_missing=remove)
-        return self.registry.apply(plan, desired, progress=progress)
+        plan = self.registry.plan(contents.all(), remove_missing=remove)
+        return self.registry.apply(plan, progress=progress)
 
     def _validate(self, contents: RepoContents) -> None:
-        """Checks that need more than one definition, or the data."""
+        """Checks that need more than one definition, the registry, or the data."""
         views: dict[str, FeatureView | OnDemandFeatureView] = {
-            **{v: self.registry.get_view(v) for v in self.registry.names("feature_view")},
-            **{v: self.registry.get_view(v) for v in self.registry.names("on_demand_feature_view")},
+            **{v.name: v for v in self.registry.list("feature_view")},  # type: ignore[misc]
+            **{v.name: v for v in self.registry.list("on_demand_feature_view")},  # type: ignore[misc]
             **contents.feature_views,
             **contents.on_demand_feature_views,
         }
+
+        def check_ref(owner: str, ref: str) -> None:
+            r = FeatureRef.parse(ref)
+            if r.view not in views and r.version is None:
+                raise DefinitionError(f"{owner}: unknown feature view {r.view!r}.{closest(r.view, views)}")
+            try:
+                view = views[r.view] if r.version is None else self.registry.get_view(r.view, r.version)
+            except NotFoundError as e:
+                raise DefinitionError(f"{owner}: {ref!r}: {e}") from None
+            if r.feature not in view.feature_names:
+                raise DefinitionError(
+                    f"{owner}: feature view {str(r).rpartition(':')[0]!r} has no feature {r.feature!r}."
+                    f"{closest(r.feature, view.feature_names)} Its features: {', '.join(view.feature_names)}"
+                )
+
         for svc in contents.feature_services.values():
             for ref in svc.features:
-                view, _, feat = ref.partition(":")
-                view = view.split("@")[0]
-                if view not in views:
-                    raise DefinitionError(f"feature service {svc.name!r}: unknown feature view {view!r}.{closest(view, views)}")
-                if feat not in views[view].feature_names:
-                    raise DefinitionError(
-                        f"feature service {svc.name!r}: feature view {view!r} has no feature {feat!r}."
-                        f"{closest(feat, views[view].feature_names)}"
-                    )
+                check_ref(f"feature service {svc.name!r}", ref)
         for odfv in contents.on_demand_feature_views.values():
             for ref in odfv.input_refs():
-                view, _, feat = ref.partition(":")
-                if view not in views or feat not in views[view].feature_names:
-                    raise DefinitionError(f"on-demand feature view {odfv.name!r}: input {ref!r} does not exist")
+                check_ref(f"on-demand feature view {odfv.name!r}: input", ref)
+        schemas: dict[str, Any] = {}
         for fv in contents.feature_views.values():
-            self._check_columns(fv)
+            self._check_columns(fv, schemas)
 
-    def _check_columns(self, fv: FeatureView) -> None:
-        """An aggregation or feature on a column the source lacks fails at apply,
-        when the source's schema can be read."""
+    def _check_columns(self, fv: FeatureView, schemas: dict[str, Any]) -> None:
+        """A feature, key or aggregation on a column the source lacks fails at apply,
+        when the source's schema can be read (no files yet: checked when data arrives)."""
         src = fv.source.batch
         if src is None:
             return
-        try:
-            schema = self.offline.source_schema(src)
-        except QuiverError:
-            return  # not readable yet (no files): checked when data arrives
+        if src.path not in schemas:
+            try:
+                schemas[src.path] = self.offline.source_schema(src)
+            except QuiverError:
+                schemas[src.path] = None
+        schema = schemas[src.path]
+        if schema is None:
+            return
         cols = set(schema.names)
-        reverse = {v: k for k, v in src.field_mapping.items()}
-        needed = [(a.name, a.column) for a in fv.aggregations]
-        needed += [(f.name, fv.source_column(f.name)) for f in fv.schema]
-        needed += [(k, reverse.get(k, k)) for k in fv.join_keys]
+        mapping = {**src.field_mapping, **fv.source.field_mapping}  # source column -> name in the view
+        mapped = {mapping.get(c, c): c for c in cols}  # name in the view -> source column
+        needed = [(f"aggregation {a.name!r}", a.column) for a in fv.aggregations]
+        needed += [(f"feature {f.name!r}", f.name) for f in fv.schema]
+        needed += [(f"join key {k!r}", k) for k in fv.join_keys]
         needed += [("timestamp_field", src.timestamp_field)]
+        if src.created_timestamp_column:
+            needed += [("created_timestamp_column", src.created_timestamp_column)]
         for what, col in needed:
-            col = src.field_mapping.get(col, col) if col in src.field_mapping and col not in cols else col
-            if col not in cols and reverse.get(col, col) not in cols:
+            if col not in mapped and col not in cols:
                 raise DefinitionError(
                     f"feature view {fv.name!r}: {what} needs column {col!r}, which source {src.name!r} "
                     f"({src.path}) does not have.{closest(col, cols)} Its columns: {', '.join(sorted(cols))}"
                 )
+        for a in fv.aggregations:
+            if a.function in ("sum", "mean", "stddev"):
+                dtype = types.from_arrow(schema.field(mapped.get(a.column, a.column)).type)
+                if dtype is None or not (dtype.is_numeric or dtype == types.Bool):
+                    raise DefinitionError(
+                        f"feature view {fv.name!r}: aggregation {a.name!r} takes the {a.function} of column "
+                        f"{a.column!r}, which holds {schema.field(mapped.get(a.column, a.column)).type}, not numbers"
+                    )
 
     # -- registry accessors ------------------------------------------------------------
 
