@@ -1,0 +1,228 @@
+"""One table of aggregation functions: init / merge / finalize, vectorized over Arrow.
+
+Every function is built from a few *stats*, the partial aggregates that tiles
+hold and that merge in any order:
+
+====== ==================================== ==========================
+stat   init (one event, value v)            merge
+====== ==================================== ==========================
+n      1 if v is not null else 0            add
+s      v (0 when null)                      add
+q      v * v (0 when null)                  add
+min    v                                    smallest
+max    v                                    largest
+last   (event time, v)                      greatest (time, v)
+set    {v}                                  union
+====== ==================================== ==========================
+
+``FUNCTIONS`` says which stats each function needs and how it finalizes.
+The stream path (tiles online), request-time reads and the offline SQL all
+come from this one table; ``sql_expression`` gives the offline engine the
+same meaning in SQL (nulls ignored, empty window: count 0 and null others,
+``last`` ties broken by the greater value, ``stddev`` the sample deviation).
+
+A state table has one row per group, an ``owner`` column (the group), and
+one column per stat named ``{column}.{stat}`` (``last`` has ``.last_ts`` and
+``.last``; ``set`` is a list column).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from quiver.definitions.aggregation import Aggregation
+
+__all__ = [
+    "FUNCTIONS",
+    "Function",
+    "Stat",
+    "finalize",
+    "init_states",
+    "merge_states",
+    "sql_expression",
+    "stats_for",
+]
+
+OWNER = "owner"
+
+
+@dataclass(frozen=True, slots=True)
+class Stat:
+    """One partial aggregate of one source column."""
+
+    column: str
+    kind: str  # n, s, q, min, max, last, set
+
+    @property
+    def name(self) -> str:
+        return f"{self.column}.{self.kind}"
+
+
+@dataclass(frozen=True, slots=True)
+class Function:
+    stats: tuple[str, ...]
+    sql: str  # offline SQL over the window's rows; {c} is the quoted column, {ts} the event time
+
+
+FUNCTIONS: dict[str, Function] = {
+    "count": Function(("n",), "count({c})"),
+    "sum": Function(("n", "s"), "sum({c})"),
+    "mean": Function(("n", "s"), "avg({c})"),
+    "min": Function(("min",), "min({c})"),
+    "max": Function(("max",), "max({c})"),
+    "stddev": Function(("n", "s", "q"), "stddev_samp({c})"),
+    "last": Function(("last",), "arg_max({c}, ({ts}, {c})) FILTER (WHERE {c} IS NOT NULL)"),
+    "count_distinct": Function(("set",), "count(DISTINCT {c})"),
+}
+
+
+def stats_for(aggregations: Sequence[Aggregation]) -> list[Stat]:
+    """The distinct stats a set of aggregations needs (shared between them)."""
+    out: list[Stat] = []
+    for a in aggregations:
+        for kind in FUNCTIONS[a.function].stats:
+            st = Stat(a.column, kind)
+            if st not in out:
+                out.append(st)
+    return out
+
+
+def sql_expression(agg: Aggregation, ts: str = "event_timestamp") -> str:
+    """The offline SQL aggregate for ``agg`` (DuckDB dialect), same meaning as the tiles."""
+    expr = FUNCTIONS[agg.function].sql.format(c=f'"{agg.column}"', ts=f'"{ts}"')
+    return f"coalesce({expr}, 0)" if agg.function in ("count", "count_distinct") else expr
+
+
+# -- init: events -> one state row per event ----------------------------------------
+
+
+def _numeric(col: pa.ChunkedArray | pa.Array) -> pa.Array:
+    return pc.cast(col, pa.float64()) if not pa.types.is_floating(col.type) else col
+
+
+def init_states(events: pa.Table, stats: Sequence[Stat], owner: pa.Array | np.ndarray, ts: str) -> pa.Table:
+    """One state row per event (the ``init`` of the algebra)."""
+    cols: dict[str, pa.Array | np.ndarray] = {OWNER: owner}
+    for st in stats:
+        v = events.column(st.column)
+        if st.kind == "n":
+            cols[st.name] = pc.cast(pc.is_valid(v), pa.int64())
+        elif st.kind == "s":
+            cols[st.name] = pc.fill_null(_numeric(v), 0.0)
+        elif st.kind == "q":
+            x = pc.fill_null(_numeric(v), 0.0)
+            cols[st.name] = pc.multiply(x, x)
+        elif st.kind in ("min", "max"):
+            cols[st.name] = v
+        elif st.kind == "last":
+            cols[st.name + "_ts"] = pc.cast(events.column(ts), pa.int64())
+            cols[st.name] = v
+        elif st.kind == "set":
+            flat = v.combine_chunks() if isinstance(v, pa.ChunkedArray) else v
+            cols[st.name] = pa.ListArray.from_arrays(pa.array(np.arange(len(flat) + 1, dtype="int32")), flat)
+    return pa.table(cols)
+
+
+# -- merge: state rows -> one state row per owner ------------------------------------
+
+_ARROW_MERGE = {"n": "sum", "s": "sum", "q": "sum", "min": "min", "max": "max"}
+
+
+def merge_states(states: pa.Table, stats: Sequence[Stat]) -> pa.Table:
+    """Merge state rows with the same ``owner`` (order does not matter); sorted by owner."""
+    if states.num_rows == 0:
+        return states
+    aggs: list[tuple[str, str] | tuple[str, str, pc.FunctionOptions]] = []
+    for st in stats:
+        if st.kind in _ARROW_MERGE:
+            opts = pc.ScalarAggregateOptions(skip_nulls=True, min_count=0 if st.kind in ("n", "s", "q") else 1)
+            aggs.append((st.name, _ARROW_MERGE[st.kind], opts))
+    out = states.group_by(OWNER, use_threads=False).aggregate(aggs)
+    out = out.rename_columns([_strip(c, stats) for c in out.column_names]).sort_by(OWNER)
+    for st in stats:
+        if st.kind == "set":
+            out = _merge_set(states, out, st)
+        elif st.kind == "last":
+            out = _merge_last(states, out, st)
+    return out
+
+
+def _strip(name: str, stats: Sequence[Stat]) -> str:
+    for st in stats:
+        for suffix in ("_sum", "_min", "_max", "_list"):
+            if name == st.name + suffix:
+                return st.name
+    return name
+
+
+def _merge_set(states: pa.Table, out: pa.Table, st: Stat) -> pa.Table:
+    """Per owner, the union of the sets (nulls dropped)."""
+    lists = states.column(st.name).combine_chunks()
+    values = lists.flatten()
+    owners = states.column(OWNER).combine_chunks().take(pc.list_parent_indices(lists))
+    pairs = pa.table({OWNER: owners, "v": values}).filter(pc.is_valid(values))
+    uniq = pairs.group_by([OWNER, "v"], use_threads=False).aggregate([])
+    sets = uniq.group_by(OWNER, use_threads=False).aggregate([("v", "list")])
+    col = _align(out, sets).column("v_list")
+    return out.append_column(st.name, pc.if_else(pc.is_valid(col), col, pa.scalar([], col.type)))
+
+
+def _align(out: pa.Table, part: pa.Table) -> pa.Table:
+    """Rows of ``part`` in the order of ``out``'s owners (null rows where absent)."""
+    pos = pc.index_in(out.column(OWNER), value_set=part.column(OWNER).combine_chunks())
+    return part.take(pos)
+
+
+def _merge_last(states: pa.Table, out: pa.Table, st: Stat) -> pa.Table:
+    """Per owner, the (time, value) with the greatest time, ties to the greater value."""
+    t = states.select([OWNER, st.name + "_ts", st.name]).filter(pc.is_valid(states.column(st.name)))
+    t = t.sort_by([(OWNER, "ascending"), (st.name + "_ts", "descending"), (st.name, "descending")])
+    best = t.group_by(OWNER, use_threads=False).aggregate([(st.name + "_ts", "first"), (st.name, "first")])
+    best = best.rename_columns([OWNER, st.name + "_ts", st.name])
+    joined = _align(out, best)
+    out = out.append_column(st.name + "_ts", joined.column(st.name + "_ts"))
+    return out.append_column(st.name, joined.column(st.name))
+
+
+# -- finalize: state -> feature values -----------------------------------------------
+
+
+def finalize(states: pa.Table, agg: Aggregation, out_type: pa.DataType | None = None) -> pa.Array:
+    """The feature values of ``agg`` from merged states (one per row)."""
+    c = agg.column
+    f = agg.function
+
+    def col(kind: str) -> pa.Array:
+        return states.column(f"{c}.{kind}").combine_chunks() if states.num_rows else pa.array([], pa.float64())
+
+    if f == "count":
+        res = pc.fill_null(col("n"), 0)
+    elif f == "count_distinct":
+        res = pc.fill_null(pc.list_value_length(col("set")), 0)
+    elif f in ("sum", "mean", "stddev"):
+        n = pc.fill_null(col("n"), 0).to_numpy(zero_copy_only=False).astype("float64")
+        s = pc.fill_null(col("s"), 0.0).to_numpy(zero_copy_only=False).astype("float64")
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if f == "sum":
+                vals, ok = s, n > 0
+            elif f == "mean":
+                vals, ok = s / n, n > 0
+            else:
+                q = pc.fill_null(col("q"), 0.0).to_numpy(zero_copy_only=False).astype("float64")
+                var = np.maximum((q - s * s / n) / (n - 1), 0.0)
+                vals, ok = np.sqrt(var), n > 1
+        res = pa.array(vals, mask=~ok)
+    elif f in ("min", "max"):
+        res = col(f)
+    elif f == "last":
+        res = col("last")
+    else:  # pragma: no cover - Aggregation validates the name
+        raise ValueError(f)
+    if out_type is not None and res.type != out_type:
+        res = pc.cast(res, out_type, safe=False)
+    return res

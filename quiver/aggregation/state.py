@@ -1,0 +1,291 @@
+"""Online aggregation state: what a stream batch writes and how a read folds it.
+
+The state of an aggregate view is a set of *cells* and *raw events*, both
+per entity key (``windows`` says which tiles exist):
+
+* a cell is one stat of one tile: ``(entity, level, tile, stat, op, ts, val)``;
+  ``op`` tells the store how to merge a new cell into a stored one
+  (``+`` add, ``<`` keep the smaller, ``>`` keep the larger, ``L`` keep the
+  greater ``(ts, val)``, ``D`` a member of a distinct set: insert once);
+* a raw event is kept per 1-minute bucket, packed, for the window edges.
+
+Both are pure data: the SQLite and Redis stores apply the merge ops in one
+transaction with the stream offsets they cover, and hand cells and raw
+payloads back to ``fold`` on read. Cells and raw events expire once the
+longest window has passed them (``expires_at``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from quiver.aggregation import functions as F
+from quiver.aggregation import windows as W
+from quiver.definitions import FeatureView
+from quiver.definitions.aggregation import Aggregation
+from quiver.errors import InputError
+
+__all__ = ["MERGE_OP", "ReadPlan", "StateLayout", "StateWrite", "entity_keys", "layout"]
+
+EVENT_TS = "event_timestamp"
+MERGE_OP = {"n": "+", "s": "+", "q": "+", "min": "<", "max": ">", "last": "L", "set": "D"}
+KEY_SEP = "\x1f"
+
+
+def entity_keys(table: pa.Table, join_keys: Sequence[str]) -> pa.Array:
+    """One string per row naming its entity (join key values joined by a separator)."""
+    missing = [k for k in join_keys if k not in table.column_names]
+    if missing:
+        raise InputError(f"missing join key column(s) {missing}; the rows have {table.column_names}")
+    parts = [pc.cast(table.column(k), pa.string()) for k in join_keys]
+    if len(parts) == 1:
+        return pc.fill_null(parts[0], "").combine_chunks()
+    return pc.binary_join_element_wise(*parts, KEY_SEP, null_handling="replace", null_replacement="").combine_chunks()
+
+
+@dataclass
+class StateWrite:
+    """What one batch of events adds to one view's state."""
+
+    view: str
+    cells: list[tuple[Any, ...]]  # (entity, level, tile, stat, op, ts, val)
+    raw: list[tuple[str, int, bytes]]  # (entity, bucket, packed event)
+    events: int = 0
+    max_event_us: int | None = None
+
+
+@dataclass
+class ReadPlan:
+    """The tiles and raw buckets a read at ``at`` needs, for some features."""
+
+    at: int
+    aggregations: list[Aggregation]
+    covers: dict[int, W.Cover]  # window (us) -> cover
+    tiles: dict[int, list[int]] = field(default_factory=dict)  # level -> sorted tile indices
+    raw_buckets: list[int] = field(default_factory=list)
+
+    def tile_ranges(self) -> list[tuple[int, int, int]]:
+        """(level, first tile, last tile) per level, for range queries."""
+        return [(lv, ts[0], ts[-1]) for lv, ts in self.tiles.items() if ts]
+
+    def groups(self) -> list[tuple[int, int, list[int]]]:
+        """(level, group, tiles) for stores that keep tiles in groups."""
+        out: dict[tuple[int, int], list[int]] = {}
+        for lv, tiles in self.tiles.items():
+            for t in tiles:
+                out.setdefault((lv, W.group_of(lv, t)), []).append(t)
+        return [(lv, g, ts) for (lv, g), ts in sorted(out.items())]
+
+
+class StateLayout:
+    """The state of one aggregate view: its stats, raw columns and expiry."""
+
+    def __init__(self, view: FeatureView) -> None:
+        if not view.is_aggregate:
+            raise InputError(f"feature view {view.name!r} has no aggregations; it keeps no aggregation state")
+        self.view = view
+        self.stats = F.stats_for(view.aggregations)
+        self.stat_index = {st.name: i for i, st in enumerate(self.stats)}
+        self.columns = list(dict.fromkeys(st.column for st in self.stats))
+        self.max_window_us = int(max(a.window for a in view.aggregations).total_seconds() * 1_000_000)
+        types = {}
+        for a in view.aggregations:
+            for kind in F.FUNCTIONS[a.function].stats:
+                if kind in ("min", "max", "last", "set"):
+                    types.setdefault(a.column, a.output_dtype().arrow)
+        self.value_types: dict[str, pa.DataType] = {c: types.get(c, pa.float64()) for c in self.columns}
+        self.numeric = all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in self.value_types.values())
+        self._raw_dtype = np.dtype([("ts", "<i8")] + [(f"c{i}", "<f8") for i in range(len(self.columns))])
+
+    # -- expiry ------------------------------------------------------------------
+
+    def tile_expires_at(self, level: int, tile: int) -> int:
+        """When a tile (and its storage group) can go: its group's end plus the longest window."""
+        return W.group_end(level, W.group_of(level, tile)) + self.max_window_us
+
+    def raw_expires_at(self, bucket: int) -> int:
+        return (bucket + 1) * W.RAW_BUCKET + self.max_window_us
+
+    # -- write ---------------------------------------------------------------------
+
+    def write(self, events: pa.Table, ts: str = EVENT_TS) -> StateWrite:
+        """Cells and raw events for a batch: events pre-merged per tile, vectorized."""
+        ent = entity_keys(events, self.view.join_keys)
+        t_us = pc.cast(events.column(ts), pa.int64()).to_numpy(zero_copy_only=False)
+        codes = pc.dictionary_encode(ent)
+        idx = codes.indices.to_numpy(zero_copy_only=False).astype("int64")
+        names = codes.dictionary.to_pylist()
+        cells: list[tuple[Any, ...]] = []
+        for level, size in enumerate(W.LEVELS):
+            tile = t_us // size
+            tmin = int(tile.min()) if len(tile) else 0
+            span = int(tile.max()) - tmin + 1 if len(tile) else 1
+            owner = idx * span + (tile - tmin)
+            merged = F.merge_states(F.init_states(events, self.stats, owner, ts), self.stats)
+            own = merged.column(F.OWNER).to_numpy()
+            ents = [names[i] for i in (own // span).tolist()]
+            tiles = ((own % span) + tmin).tolist()
+            for st in self.stats:
+                i = self.stat_index[st.name]
+                op = MERGE_OP[st.kind]
+                vals = merged.column(st.name).to_pylist()
+                if st.kind == "last":
+                    tss = merged.column(st.name + "_ts").to_pylist()
+                    cells.extend((e, level, tl, i, op, tt, v) for e, tl, tt, v in zip(ents, tiles, tss, vals) if v is not None)
+                elif st.kind == "set":
+                    cells.extend((e, level, tl, i, op, None, v) for e, tl, vs in zip(ents, tiles, vals) for v in vs)
+                else:
+                    cells.extend((e, level, tl, i, op, None, v) for e, tl, v in zip(ents, tiles, vals) if v is not None)
+        buckets = (t_us // W.RAW_BUCKET).tolist()
+        raw = list(zip(ent.to_pylist(), buckets, self.pack(events, t_us)))
+        return StateWrite(self.view.name, cells, raw, events.num_rows, int(t_us.max()) if len(t_us) else None)
+
+    def pack(self, events: pa.Table, t_us: np.ndarray) -> list[bytes]:
+        """Each event's time and stat columns as bytes (fixed-width when numeric)."""
+        if self.numeric:
+            rec = np.empty(len(t_us), dtype=self._raw_dtype)
+            rec["ts"] = t_us
+            for i, c in enumerate(self.columns):
+                rec[f"c{i}"] = pc.cast(events.column(c), pa.float64()).to_numpy(zero_copy_only=False)
+            return rec.view(f"S{self._raw_dtype.itemsize}").tolist() if len(rec) else []
+        cols = [events.column(c).to_pylist() for c in self.columns]
+        return [orjson.dumps(row) for row in zip(t_us.tolist(), *cols)]
+
+    def unpack(self, payloads: Sequence[bytes]) -> pa.Table:
+        """Packed raw events back to a table (event time in us, stat columns)."""
+        if self.numeric:
+            rec = np.frombuffer(b"".join(payloads), dtype=self._raw_dtype)
+            cols: dict[str, Any] = {EVENT_TS: rec["ts"].copy()}
+            for i, c in enumerate(self.columns):
+                v = rec[f"c{i}"]
+                cols[c] = pa.array(v, mask=np.isnan(v)).cast(self.value_types[c], safe=False)
+            return pa.table(cols)
+        rows = [orjson.loads(p) for p in payloads]
+        data = {EVENT_TS: pa.array([r[0] for r in rows], pa.int64())}
+        for i, c in enumerate(self.columns):
+            data[c] = pa.array([r[i + 1] for r in rows], self.value_types[c])
+        return pa.table(data)
+
+    # -- read ------------------------------------------------------------------------
+
+    def plan(self, features: Sequence[str] | None, at: datetime | int) -> ReadPlan:
+        """Which tiles and raw buckets a read of ``features`` at ``at`` needs."""
+        by_name = {a.name: a for a in self.view.aggregations}
+        aggs = [by_name[f] for f in features] if features else list(self.view.aggregations)
+        t = W.to_us(at)
+        covers: dict[int, W.Cover] = {}
+        for a in aggs:
+            w = int(a.window.total_seconds() * 1_000_000)
+            if w not in covers:
+                covers[w] = W.cover(t - w, t)
+        tiles: dict[int, set[int]] = {}
+        raw: set[int] = set()
+        for c in covers.values():
+            for lv, tl in c.tiles:
+                tiles.setdefault(lv, set()).add(tl)
+            raw.update(b for b, _, _ in c.raw)
+        return ReadPlan(t, aggs, covers, {lv: sorted(s) for lv, s in sorted(tiles.items())}, sorted(raw))
+
+    def fold(
+        self,
+        plan: ReadPlan,
+        n_keys: int,
+        cells: Sequence[tuple[int, int, int, int, Any, Any]],
+        raw: Sequence[tuple[int, bytes]],
+    ) -> pa.Table:
+        """Feature values per key row from stored cells ``(row, level, tile, stat, ts, val)``
+        and raw events ``(row, packed)``; an empty window gives count 0 and nulls."""
+        cell_t = self._cell_states(cells)
+        if raw:
+            rows, payloads = zip(*raw)
+            ev = self.unpack(payloads)
+            raw_states = F.init_states(ev, self.stats, pa.array(rows, pa.int64()), EVENT_TS)
+            raw_ts = ev.column(EVENT_TS).to_numpy()
+        else:
+            raw_states, raw_ts = None, np.empty(0, "int64")
+        out: dict[str, pa.Array] = {}
+        tile_key = None
+        if cell_t.num_rows:
+            tile_key = pc.add(pc.multiply(cell_t.column("_tile"), 4), cell_t.column("_level"))
+        for w, cov in plan.covers.items():
+            parts = []
+            if tile_key is not None and cov.tiles:
+                wanted = pa.array([tl * 4 + lv for lv, tl in cov.tiles], pa.int64())
+                parts.append(cell_t.filter(pc.is_in(tile_key, wanted)).drop_columns(["_tile", "_level"]))
+            if raw_states is not None and cov.raw:
+                edge = np.isin(raw_ts // W.RAW_BUCKET, [b for b, _, _ in cov.raw])
+                keep = edge & (raw_ts >= cov.start) & (raw_ts < cov.end)
+                if keep.any():
+                    parts.append(raw_states.filter(pa.array(keep)))
+            merged = self._merge_rows(parts, n_keys)
+            for a in plan.aggregations:
+                if int(a.window.total_seconds() * 1_000_000) == w:
+                    out[a.name] = F.finalize(merged, a, a.output_dtype().arrow)
+        return pa.table({a.name: out[a.name] for a in plan.aggregations})
+
+    def _schema(self) -> pa.Schema:
+        fields = [pa.field(F.OWNER, pa.int64())]
+        for st in self.stats:
+            vt = self.value_types[st.column]
+            if st.kind == "n":
+                fields.append(pa.field(st.name, pa.int64()))
+            elif st.kind in ("s", "q"):
+                fields.append(pa.field(st.name, pa.float64()))
+            elif st.kind == "last":
+                fields += [pa.field(st.name + "_ts", pa.int64()), pa.field(st.name, vt)]
+            elif st.kind == "set":
+                fields.append(pa.field(st.name, pa.list_(vt)))
+            else:
+                fields.append(pa.field(st.name, vt))
+        return pa.schema(fields)
+
+    def _cell_states(self, cells: Sequence[tuple[int, int, int, int, Any, Any]]) -> pa.Table:
+        """Stored cells as state rows: one row per cell, its stat set, the others empty."""
+        schema = self._schema()
+        if not cells:
+            return schema.empty_table().append_column("_tile", pa.array([], pa.int64())).append_column(
+                "_level", pa.array([], pa.int64()))
+        rows, levels, tiles, stats, tss, vals = (list(c) for c in zip(*cells))
+        stat_arr = np.asarray(stats)
+        cols: dict[str, pa.Array] = {F.OWNER: pa.array(rows, pa.int64())}
+        n = len(rows)
+        for i, st in enumerate(self.stats):
+            mask = stat_arr != i
+            f = schema.field(st.name)
+            if st.kind == "set":
+                vals_i = [[v] if s == i else [] for s, v in zip(stats, vals)]
+                cols[st.name] = pa.array(vals_i, f.type)
+                continue
+            if st.kind in ("n", "s", "q"):
+                arr = np.asarray([v if s == i else 0 for s, v in zip(stats, vals)], dtype="float64")
+                cols[st.name] = pa.array(arr).cast(f.type, safe=False)
+                continue
+            picked = [v if s == i else None for s, v in zip(stats, vals)]
+            cols[st.name] = pa.array(picked).cast(f.type, safe=False) if n else pa.array([], f.type)
+            if st.kind == "last":
+                cols[st.name + "_ts"] = pa.array([int(t) if s == i and t is not None else None for s, t in zip(stats, tss)], pa.int64())
+            del mask
+        t = pa.table({f.name: cols[f.name] for f in schema})
+        return t.append_column("_tile", pa.array(tiles, pa.int64())).append_column("_level", pa.array(levels, pa.int64()))
+
+    def _merge_rows(self, parts: list[pa.Table], n_keys: int) -> pa.Table:
+        """Merge state parts per key row and return exactly one row per key row."""
+        schema = self._schema()
+        parts = [p.select(schema.names).cast(schema) for p in parts if p.num_rows]
+        if parts:
+            merged = F.merge_states(pa.concat_tables(parts), self.stats)
+        else:
+            merged = schema.empty_table()
+        own = merged.column(F.OWNER).to_numpy() if merged.num_rows else np.empty(0, "int64")
+        pos = np.full(n_keys, -1, dtype="int64")
+        pos[own] = np.arange(len(own))
+        idx = pa.array(pos, mask=pos < 0)
+        return merged.take(idx)
