@@ -7,7 +7,7 @@ from typing import Any
 import click
 from rich.console import Console
 from rich.progress import Progress
-from rich.table import Table
+from rich.table import Column, Table
 
 from quiver.cli import cli, emit_json, pass_store
 
@@ -66,7 +66,7 @@ def features() -> None:
 
 
 def _table(rows: list[dict[str, Any]]) -> None:
-    t = Table("kind", "name", "version", "owner", "features / keys", "description")
+    t = Table("kind", Column("name", no_wrap=True), "version", "owner", "features / keys", "description")
     for r in rows:
         feats = r.get("features") or r.get("join_keys") or []
         names = [f["name"] if isinstance(f, dict) else f for f in feats]
@@ -78,10 +78,24 @@ def _table(rows: list[dict[str, Any]]) -> None:
 @click.option("--json", "as_json", is_flag=True)
 @pass_store
 def features_list(store: Any, as_json: bool) -> None:
-    """List views, on-demand views and services with their features."""
+    """List every feature: view:feature, type, view version, owner, description."""
     cat = store.catalog()
-    rows = cat["feature_views"] + cat["on_demand_feature_views"] + cat["feature_services"]
-    emit_json(cat) if as_json else _table(rows)
+    rows = [
+        {"feature": f"{v['name']}:{f['name']}", "view": v["name"], "version": v["version"], "dtype": f["dtype"],
+         "type": v["type"], "owner": v["owner"],
+         "description": f.get("description") or f.get("aggregation") or v["description"],
+         "tags": {**v["tags"], **f.get("tags", {})}}
+        for v in cat["feature_views"] + cat["on_demand_feature_views"]
+        for f in v["features"]
+    ]
+    if as_json:
+        emit_json(rows)
+        return
+    t = Table("dtype", "version", "owner", "description")
+    t.columns.insert(0, Column("feature", no_wrap=True))
+    for r in rows:
+        t.add_row(r["feature"], r["dtype"], f"v{r['version']}", r["owner"], r["description"])
+    console.print(t)
 
 
 @features.command("describe")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from quiver.definitions import Aggregation
 from quiver.errors import NotFoundError, closest
 from quiver.protocols import StoredObject
 from quiver.registry import Registry
+from quiver.timeutil import format_window
 
 __all__ = ["catalog", "describe", "summary"]
 
@@ -14,8 +16,9 @@ __all__ = ["catalog", "describe", "summary"]
 def _features(spec: dict[str, Any]) -> list[dict[str, Any]]:
     out = [dict(f) for f in spec.get("schema") or []]
     for a in spec.get("aggregations") or []:
-        out.append({"name": a["name"], "dtype": a.get("dtype") or ("Int64" if "count" in a["function"] else "Float64"),
-                    "aggregation": f"{a['function']}({a['column']}) over {a['window']:g}s"})
+        agg = Aggregation.from_spec(a)
+        out.append({"name": agg.name, "dtype": agg.output_dtype().name,
+                    "aggregation": f"{agg.function}({agg.column}) over {format_window(agg.window)}"})
     return out
 
 
@@ -28,6 +31,7 @@ def summary(obj: StoredObject) -> dict[str, Any]:
         "owner": s.get("owner", ""),
         "description": s.get("description", ""),
         "tags": s.get("tags") or {},
+        "created_at": obj.created_at.isoformat(),
         "updated_at": obj.updated_at.isoformat(),
         "applied_by": obj.applied_by,
     }
