@@ -155,7 +155,9 @@ class StateLayout:
             rec["ts"] = t_us
             for i, c in enumerate(self.columns):
                 rec[f"c{i}"] = pc.cast(events.column(c), pa.float64()).to_numpy(zero_copy_only=False)
-            return rec.view(f"S{self._raw_dtype.itemsize}").tolist() if len(rec) else []
+            size = self._raw_dtype.itemsize
+            fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(size), len(rec), [None, pa.py_buffer(rec.tobytes())])
+            return fixed.to_pylist()  # type: ignore[no-any-return]
         cols = [events.column(c).to_pylist() for c in self.columns]
         return [orjson.dumps(row) for row in zip(t_us.tolist(), *cols)]
 
