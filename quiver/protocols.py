@@ -135,6 +135,15 @@ class OnlineStore(Protocol):
         (null where the key is unknown)."""
         ...
 
+    def lookup(
+        self, reads: Sequence[tuple[FeatureView, Sequence[tuple[Any, ...]], Sequence[str]]]
+    ) -> list[list[tuple[Any, ...] | None]]:
+        """The hot path of ``get_online_features``: for each ``(view, key tuples,
+        features)``, one entry per key: ``None`` when unknown, else the feature
+        values (Python objects) followed by the event time in epoch microseconds.
+        All reads of one call go out together (one query per view, one round trip)."""
+        ...
+
     def delete_view(self, view_name: str) -> None: ...
 
     def close(self) -> None: ...

@@ -1,0 +1,297 @@
+"""OnlineStore over Redis: one string key per entity and view, written in pipelines.
+
+Key: ``{project}:{view}:{<entity key>}``. The braces make the entity key the
+Redis Cluster hash tag, so all views of one entity share a slot.
+
+Value: a 42-byte ASCII header, then the features as one JSON array::
+
+    <event_us:017d><created_us:017d><layout:8 hex>[v1, v2, ...]
+
+Keys and values are encoded in bulk by DuckDB over the Arrow table (no
+Python loop per row), and written by a Lua script that compares the headers,
+so a row older by (event time, created time) than the stored one never
+replaces it. ``layout`` names the view's feature list (kept in the hash
+``{project}:__layouts__``): values written before a view gained or lost a
+feature are still read by name.
+
+The driver (redis-py, with hiredis when installed) is imported here only.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import duckdb
+import orjson
+import pyarrow as pa
+
+from quiver.config import RepoConfig
+from quiver.errors import ConfigError, InputError, TerminalError, TransientError
+from quiver.online.sqlite import check_section, python_columns, rows_to_table, value_fixer
+from quiver.protocols import Capabilities
+
+if TYPE_CHECKING:
+    from quiver.definitions import FeatureView
+
+__all__ = ["RedisOnlineStore"]
+
+try:
+    import redis
+except ImportError as e:  # pragma: no cover - reported by plugins.load with the extra to install
+    raise ImportError("redis", name="redis") from e
+
+_HDR = 42
+_BATCH = 2_000  # keys per script call
+_PIPE = 25  # script calls per pipeline round trip
+
+# KEYS: the entity keys; ARGV: the new values (header + JSON). Writes a value only
+# when its (event, created) is not older than the stored one; returns how many it wrote.
+_CAS = """
+local w = 0
+for i = 1, #KEYS do
+  local new = ARGV[i]
+  local cur = redis.call('GETRANGE', KEYS[i], 0, 33)
+  local ok = (cur == '')
+  if not ok then
+    local ce, ne = tonumber(string.sub(cur, 1, 17)), tonumber(string.sub(new, 1, 17))
+    ok = ce < ne or (ce == ne and tonumber(string.sub(cur, 18, 34)) <= tonumber(string.sub(new, 18, 34)))
+  end
+  if ok then
+    redis.call('SET', KEYS[i], new)
+    w = w + 1
+  end
+end
+return w
+"""
+
+
+def _layout_id(view: FeatureView) -> str:
+    spec = orjson.dumps([[f.name, f.dtype.name] for f in view.features])
+    return hashlib.blake2b(spec, digest_size=4).hexdigest()
+
+
+def _key_sql(view: FeatureView, prefix: str) -> str:
+    """DuckDB expression of the Redis key of each row (the same text as ``_key_text``)."""
+    parts = []
+    for k in view.join_keys:
+        parts.append(f"replace(replace(CAST(\"{k}\" AS VARCHAR), '\\', '\\\\'), '|', '\\|')")
+    inner = " || '|' || ".join(parts)
+    lit = prefix.replace("'", "''")
+    return f"'{lit}{{' || {inner} || '}}'"
+
+
+def _key_text(key: tuple[Any, ...]) -> str:
+    if len(key) == 1:
+        v = key[0]
+        return str(v) if type(v) is int else str(v).replace("\\", "\\\\").replace("|", "\\|")
+    return "|".join(str(v).replace("\\", "\\\\").replace("|", "\\|") for v in key)
+
+
+class RedisOnlineStore:
+    """``online: {type: redis, url: redis://127.0.0.1:6379/0}``."""
+
+    capabilities = Capabilities()
+
+    def __init__(self, config: RepoConfig) -> None:
+        section = check_section(
+            config,
+            {
+                "type": "redis",
+                "url": "redis://host:port/db",
+                "key_prefix": "prefix of every key (default: the project name)",
+                "batch_size": "keys per write script call",
+            },
+        )
+        url = section.get("url", "redis://127.0.0.1:6379/0")
+        if not isinstance(url, str) or not url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"quiver.yaml: online.url must be a URL like redis://127.0.0.1:6379/0, got {url!r}")
+        prefix = section.get("key_prefix", config.project)
+        if not isinstance(prefix, str) or "{" in prefix or "}" in prefix:
+            raise ConfigError(f"quiver.yaml: online.key_prefix must be text without braces, got {prefix!r}")
+        batch = section.get("batch_size", _BATCH)
+        if not isinstance(batch, int) or batch < 1:
+            raise ConfigError(f"quiver.yaml: online.batch_size must be a positive integer, got {batch!r}")
+        self.url = url
+        self.prefix = prefix
+        self.batch_size = batch
+        self._client = redis.Redis.from_url(url)
+        self._cas: Any = None
+        self._layouts: dict[str, list[str]] = {}
+        self._known_layouts: set[str] = set()
+        self._plans: dict[tuple[str, tuple[str, ...]], tuple[str, str, list[int], list[tuple[int, Any]]]] = {}
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        self._client.close()
+
+    def _prefix(self, view_name: str) -> str:
+        return f"{self.prefix}:{view_name}:"
+
+    # -- writes ----------------------------------------------------------------------
+
+    def _register_layout(self, view: FeatureView) -> str:
+        lid = _layout_id(view)
+        if lid not in self._known_layouts:
+            self._client.hset(f"{self.prefix}:__layouts__", lid, orjson.dumps(view.feature_names))
+            self._known_layouts.add(lid)
+            self._layouts[lid] = view.feature_names
+        return lid
+
+    def _encode(self, view: FeatureView, table: pa.Table, lid: str) -> tuple[list[Any], list[Any]]:
+        """Keys and values of every row, computed by DuckDB in one pass."""
+        features = view.feature_names
+        cols = python_columns(view, table, features)  # validates; timestamps as integers
+        dtypes = {f.name: f.dtype for f in view.features}
+        data: dict[str, pa.Array] = {k: table.column(k) for k in view.join_keys}
+        exprs = []
+        for i, f in enumerate(features):
+            dt = dtypes[f]
+            name = f"f{i}"
+            if dt.name == "UnixTimestamp" or dt.element is not None or f not in table.column_names:
+                data[name] = pa.array(cols[f], type=pa.int64() if dt.name == "UnixTimestamp" else pa.string())
+                exprs.append(f"json({name})" if dt.element is not None else name)
+            elif dt.name == "Bytes":
+                data[name] = table.column(f)
+                exprs.append(f"to_base64({name})")
+            elif dt.name in ("Float32", "Float64"):
+                data[name] = table.column(f)
+                exprs.append(f"CASE WHEN isnan({name}) THEN NULL ELSE {name}::DOUBLE END")
+            else:
+                data[name] = table.column(f)
+                exprs.append(name)
+        data["__ev"] = pa.array(cols["__event_us"], type=pa.int64())
+        data["__cr"] = pa.array(cols["__created_us"], type=pa.int64())
+        src = pa.table(data)  # noqa: F841 - read by DuckDB below
+        sql = (
+            f"SELECT {_key_sql(view, self._prefix(view.name))} AS k, "
+            f"printf('%017d%017d', __ev, __cr) || '{lid}' || json_array({', '.join(exprs)})::VARCHAR AS v FROM src"
+        )
+        con = duckdb.connect()
+        try:
+            out = con.sql(sql).to_arrow_table()
+        finally:
+            con.close()
+        return out.column("k").to_pylist(), out.column("v").to_pylist()
+
+    def write(self, view: FeatureView, table: pa.Table) -> int:
+        if table.num_rows == 0:
+            return 0
+        try:
+            lid = self._register_layout(view)
+            keys, values = self._encode(view, table, lid)
+            if self._cas is None:
+                self._cas = self._client.register_script(_CAS)
+            n = self.batch_size
+            pipe = self._client.pipeline(transaction=False)
+            calls = 0
+            for i in range(0, len(keys), n):
+                self._cas(keys=keys[i : i + n], args=values[i : i + n], client=pipe)
+                calls += 1
+                if calls % _PIPE == 0:
+                    pipe.execute()
+            pipe.execute()
+        except redis.ConnectionError as e:
+            raise TransientError(f"online store {self.url}: {e}; retry when Redis is reachable") from e
+        except redis.ResponseError as e:
+            raise TerminalError(f"online store {self.url}: {e}") from e
+        except duckdb.Error as e:
+            raise InputError(f"writing {view.name!r} online: cannot encode the rows ({e})") from e
+        return len(keys)
+
+    # -- reads -----------------------------------------------------------------------
+
+    def _layout(self, lid: str) -> list[str]:
+        names = self._layouts.get(lid)
+        if names is None:
+            raw = self._client.hget(f"{self.prefix}:__layouts__", lid)
+            names = orjson.loads(raw) if raw else []
+            self._layouts[lid] = names
+        return names
+
+    def _plan(
+        self, view: FeatureView, features: Sequence[str]
+    ) -> tuple[str, str, list[int], list[tuple[int, Any]]]:
+        key = (view.name, tuple(features))
+        plan = self._plans.get(key)
+        if plan is None:
+            lid = _layout_id(view)
+            names = view.feature_names
+            dtypes = {f.name: f.dtype for f in view.features}
+            idx = [names.index(f) for f in features]
+            fixers = [(i, fx) for i, f in enumerate(features) if (fx := _redis_fixer(dtypes[f])) is not None]
+            plan = self._plans[key] = (self._prefix(view.name), lid, idx, fixers)
+        return plan
+
+    def lookup(
+        self, reads: Sequence[tuple[FeatureView, Sequence[tuple[Any, ...]], Sequence[str]]]
+    ) -> list[list[tuple[Any, ...] | None]]:
+        plans = []
+        redis_keys: list[str] = []
+        for view, keys, features in reads:
+            plan = self._plan(view, features)
+            plans.append((plan, features, len(keys)))
+            prefix = plan[0]
+            redis_keys += [f"{prefix}{{{_key_text(k)}}}" for k in keys]
+        try:
+            values = self._client.execute_command("MGET", *redis_keys) if redis_keys else []
+        except redis.ConnectionError as e:
+            raise TransientError(f"online store {self.url}: {e}; retry when Redis is reachable") from e
+        out: list[list[tuple[Any, ...] | None]] = []
+        pos = 0
+        loads = orjson.loads
+        for (_, lid, idx, fixers), features, n in plans:
+            rows: list[tuple[Any, ...] | None] = []
+            for raw in values[pos : pos + n]:
+                if raw is None:
+                    rows.append(None)
+                    continue
+                vals = loads(memoryview(raw)[_HDR:])
+                if raw[34:_HDR].decode() != lid:
+                    vals = self._relayout(raw[34:_HDR].decode(), vals, features, idx)
+                    row = [*vals, int(raw[:17])]
+                else:
+                    row = [vals[i] for i in idx]
+                    row.append(int(raw[:17]))
+                for i, fx in fixers:
+                    if row[i] is not None:
+                        row[i] = fx(row[i])
+                rows.append(tuple(row))
+            pos += n
+            out.append(rows)
+        return out
+
+    def _relayout(self, lid: str, vals: list[Any], features: Sequence[str], idx: list[int]) -> list[Any]:
+        """Values written under an older feature list, picked by name."""
+        names = self._layout(lid)
+        where = {n: i for i, n in enumerate(names)}
+        return [vals[where[f]] if f in where and where[f] < len(vals) else None for f in features]
+
+    def read(self, view: FeatureView, keys: pa.Table, features: Sequence[str]) -> pa.Table:
+        key_rows = list(zip(*(keys.column(k).to_pylist() for k in view.join_keys), strict=True))
+        rows = self.lookup([(view, key_rows, list(features))])[0] if key_rows else []
+        return rows_to_table(view, features, rows)
+
+    def delete_view(self, view_name: str) -> None:
+        pattern = f"{self._prefix(view_name)}*".replace("[", "\\[").replace("?", "\\?")
+        batch: list[bytes] = []
+        for k in self._client.scan_iter(match=pattern, count=10_000):
+            batch.append(k)
+            if len(batch) >= 10_000:
+                self._client.unlink(*batch)
+                batch.clear()
+        if batch:
+            self._client.unlink(*batch)
+
+
+def _redis_fixer(dtype: Any) -> Callable[[Any], Any] | None:
+    """Stored JSON -> Python value: arrays are already lists; bytes come as base64."""
+    if dtype.name == "Bytes":
+        import base64
+
+        return base64.b64decode
+    if dtype.element is not None:
+        return None
+    return value_fixer(dtype)

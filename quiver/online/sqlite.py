@@ -1,0 +1,320 @@
+"""OnlineStore over one SQLite file (WAL): the embedded default.
+
+One table per view, one typed column per feature, the join keys as a
+``WITHOUT ROWID`` primary key, and the row's event and created times in
+epoch microseconds. A write is an UPSERT whose ``WHERE`` keeps the newer row
+by (event time, created time), so repeated, overlapping and out-of-order
+materializations converge. A read is one prepared primary-key query per view.
+
+The helpers at the top (``check_section``, ``python_columns``,
+``rows_to_table``) are shared with the Redis store.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from quiver import types
+from quiver.config import RepoConfig
+from quiver.errors import ConfigError, InputError, TransientError, closest
+from quiver.protocols import CREATED_TS, EVENT_TS, Capabilities
+from quiver.timeutil import TIMESTAMP
+
+if TYPE_CHECKING:
+    from quiver.definitions import FeatureView
+
+__all__ = ["SQLiteOnlineStore", "check_section", "python_columns", "rows_to_table", "value_fixer"]
+
+_EV = "__event_us"
+_CR = "__created_us"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_BATCH = 50_000
+_MAX_KEYS = 500  # keys per IN (...) query
+
+
+# -- shared by the online stores ---------------------------------------------------
+
+
+def check_section(config: RepoConfig, allowed: dict[str, str]) -> dict[str, Any]:
+    """The ``online:`` section with unknown keys refused; ``allowed`` maps key -> meaning."""
+    section = dict(config.online)
+    for key in section:
+        if key not in allowed:
+            raise ConfigError(
+                f"quiver.yaml: unknown key online.{key} for online type {section.get('type')!r}."
+                f"{closest(str(key), allowed)} Known keys: "
+                + ", ".join(f"{k} ({v})" for k, v in allowed.items())
+            )
+    return section
+
+
+def _micros(col: pa.ChunkedArray | pa.Array, what: str) -> list[Any]:
+    t = col.type
+    if pa.types.is_timestamp(t):
+        col = col.cast(pa.timestamp("us", tz=t.tz or "UTC"))
+        return col.cast(pa.int64()).to_pylist()  # type: ignore[no-any-return]
+    if pa.types.is_date(t):
+        return col.cast(pa.timestamp("us")).cast(pa.int64()).to_pylist()  # type: ignore[no-any-return]
+    if pa.types.is_integer(t):
+        return col.cast(pa.int64()).to_pylist()  # type: ignore[no-any-return]
+    raise InputError(f"column {what!r} has type {t}; the online store needs a timestamp")
+
+
+def python_columns(view: FeatureView, table: pa.Table, features: Sequence[str]) -> dict[str, list[Any]]:
+    """The columns of a write as Python lists: join keys, features, and the
+    event/created times in epoch microseconds (created defaults to event time).
+    Timestamps become integers and arrays JSON text, so every store writes the same values."""
+    names = set(table.column_names)
+    missing = [c for c in [*view.join_keys, EVENT_TS] if c not in names]
+    if missing:
+        raise InputError(
+            f"writing {view.name!r} online: the table lacks columns {missing}; it has {table.column_names}"
+        )
+    out: dict[str, list[Any]] = {}
+    for k in view.join_keys:
+        col = table.column(k)
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
+        out[k] = _micros(col, k) if pa.types.is_timestamp(col.type) else col.to_pylist()
+    dtypes = {f.name: f.dtype for f in view.features}
+    for f in features:
+        if f not in names:
+            out[f] = [None] * table.num_rows
+            continue
+        col = table.column(f)
+        dt = dtypes[f]
+        if dt.name == "UnixTimestamp":
+            out[f] = _micros(col, f)
+        elif dt.element is not None:
+            out[f] = [None if v is None else orjson.dumps(v).decode() for v in col.to_pylist()]
+        elif dt.name in ("Float32", "Float64") and pa.types.is_floating(col.type):
+            out[f] = pc.if_else(pc.is_nan(col), None, col).to_pylist()  # NaN is stored as null
+        else:
+            out[f] = col.to_pylist()
+    out[_EV] = _micros(table.column(EVENT_TS), EVENT_TS)
+    out[_CR] = _micros(table.column(CREATED_TS), CREATED_TS) if CREATED_TS in names else out[_EV]
+    if None in out[_EV]:
+        raise InputError(f"writing {view.name!r} online: {EVENT_TS} has nulls; every row needs an event time")
+    return out
+
+
+def _to_datetime(us: int) -> datetime:
+    return _EPOCH + timedelta(microseconds=us)
+
+
+def value_fixer(dtype: types.ValueType) -> Callable[[Any], Any] | None:
+    """How a stored value becomes the Python value of ``dtype`` (None: as stored)."""
+    if dtype.name == "UnixTimestamp":
+        return _to_datetime
+    if dtype.name == "Bool":
+        return bool
+    if dtype.element is not None:
+        return orjson.loads
+    return None
+
+
+def fix_rows(
+    rows: list[tuple[Any, ...] | None], fixers: list[tuple[int, Callable[[Any], Any]]]
+) -> list[tuple[Any, ...] | None]:
+    """Apply per-column conversions to stored rows (only for the rare columns that need one)."""
+    out: list[tuple[Any, ...] | None] = []
+    for r in rows:
+        if r is None:
+            out.append(None)
+            continue
+        vals = list(r)
+        for i, fn in fixers:
+            if vals[i] is not None:
+                vals[i] = fn(vals[i])
+        out.append(tuple(vals))
+    return out
+
+
+def rows_to_table(view: FeatureView, features: Sequence[str], rows: list[tuple[Any, ...] | None]) -> pa.Table:
+    """``lookup`` rows -> the Arrow table ``read`` returns (features + event_timestamp)."""
+    dtypes = {f.name: f.dtype for f in view.features}
+    cols: dict[str, pa.Array] = {}
+    for i, f in enumerate(features):
+        cols[f] = pa.array([None if r is None else r[i] for r in rows], type=dtypes[f].arrow)
+    ev = [None if r is None else r[-1] for r in rows]
+    cols[EVENT_TS] = pa.array(ev, type=pa.int64()).cast(TIMESTAMP)
+    return pa.table(cols)
+
+
+# -- the store ---------------------------------------------------------------------
+
+_SQL_TYPE = {
+    "Int32": "INTEGER", "Int64": "INTEGER", "Bool": "INTEGER", "UnixTimestamp": "INTEGER",
+    "Float32": "REAL", "Float64": "REAL", "String": "TEXT", "Bytes": "BLOB",
+}
+
+
+def _q(name: str) -> str:
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _sql_type(dtype: types.ValueType) -> str:
+    return "TEXT" if dtype.element is not None else _SQL_TYPE[dtype.name]
+
+
+class SQLiteOnlineStore:
+    """``online: {type: sqlite, path: data/online.db}``."""
+
+    capabilities = Capabilities()
+
+    def __init__(self, config: RepoConfig) -> None:
+        section = check_section(config, {"type": "sqlite", "path": "the database file, relative to the repository"})
+        path = section.get("path", "data/online.db")
+        if not isinstance(path, str) or not path:
+            raise ConfigError(f"quiver.yaml: online.path must be a file path such as data/online.db, got {path!r}")
+        self.path = config.resolve(path)
+        self._local = threading.local()
+        self._all: list[sqlite3.Connection] = []
+        self._lock = threading.Lock()
+        self._schemas: dict[str, tuple[tuple[str, str], ...]] = {}
+        self._plans: dict[tuple[str, tuple[str, ...]], tuple[str, str, list[tuple[int, Any]]]] = {}
+
+    # -- connections -----------------------------------------------------------------
+
+    def _con(self) -> sqlite3.Connection:
+        con: sqlite3.Connection | None = getattr(self._local, "con", None)
+        if con is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            con = sqlite3.connect(self.path, timeout=30, isolation_level=None, check_same_thread=False,
+                                  cached_statements=512)
+            con.execute("PRAGMA journal_mode=WAL")
+            con.execute("PRAGMA synchronous=NORMAL")
+            self._local.con = con
+            with self._lock:
+                self._all.append(con)
+        return con
+
+    def close(self) -> None:
+        with self._lock:
+            for con in self._all:
+                con.close()
+            self._all.clear()
+        self._local = threading.local()
+
+    # -- schema ----------------------------------------------------------------------
+
+    def _ensure(self, view: FeatureView) -> None:
+        """Create the view's table, and add columns for features it gained since."""
+        spec = tuple((f.name, _sql_type(f.dtype)) for f in view.features)
+        if self._schemas.get(view.name) == spec:
+            return
+        con = self._con()
+        keys = view.join_keys
+        key_types = {k: _sql_type(d) for e in view.entities for k, d in e.dtypes.items()}
+        cols = [f"{_q(k)} {key_types[k]} NOT NULL" for k in keys]
+        cols += [f"{_q(n)} {t}" for n, t in spec]
+        cols += [f"{_EV} INTEGER NOT NULL", f"{_CR} INTEGER NOT NULL"]
+        pk = ", ".join(_q(k) for k in keys)
+        con.execute(f"CREATE TABLE IF NOT EXISTS {_q(view.name)} ({', '.join(cols)}, PRIMARY KEY ({pk})) WITHOUT ROWID")
+        have = {r[1] for r in con.execute(f"PRAGMA table_info({_q(view.name)})")}
+        for n, t in spec:
+            if n not in have:
+                con.execute(f"ALTER TABLE {_q(view.name)} ADD COLUMN {_q(n)} {t}")
+        self._schemas[view.name] = spec
+        self._plans = {k: v for k, v in self._plans.items() if k[0] != view.name}
+
+    # -- writes ----------------------------------------------------------------------
+
+    def write(self, view: FeatureView, table: pa.Table) -> int:
+        if table.num_rows == 0:
+            return 0
+        self._ensure(view)
+        features = view.feature_names
+        cols = python_columns(view, table, features)
+        names = [*view.join_keys, *features, _EV, _CR]
+        t = _q(view.name)
+        sets = ", ".join(f"{_q(n)} = excluded.{_q(n)}" for n in names[len(view.join_keys):])
+        sql = (
+            f"INSERT INTO {t} ({', '.join(_q(n) for n in names)}) VALUES ({', '.join('?' * len(names))}) "
+            f"ON CONFLICT ({', '.join(_q(k) for k in view.join_keys)}) DO UPDATE SET {sets} "
+            f"WHERE (excluded.{_EV}, excluded.{_CR}) >= ({t}.{_EV}, {t}.{_CR})"
+        )
+        con = self._con()
+        rows = list(zip(*(cols[n] for n in names), strict=True))
+        try:
+            for i in range(0, len(rows), _BATCH):
+                con.execute("BEGIN IMMEDIATE")
+                try:
+                    con.executemany(sql, rows[i : i + _BATCH])
+                    con.execute("COMMIT")
+                except BaseException:
+                    con.execute("ROLLBACK")
+                    raise
+        except sqlite3.OperationalError as e:
+            raise TransientError(f"online store {self.path}: {e}; retry the materialization") from e
+        except sqlite3.IntegrityError as e:
+            raise InputError(f"writing {view.name!r} online: {e} (a join key is null?)") from e
+        return len(rows)
+
+    # -- reads -----------------------------------------------------------------------
+
+    def _plan(self, view: FeatureView, features: Sequence[str]) -> tuple[str, str, list[tuple[int, Any]]]:
+        key = (view.name, tuple(features))
+        plan = self._plans.get(key)
+        if plan is None:
+            self._ensure(view)
+            dtypes = {f.name: f.dtype for f in view.features}
+            cols = ", ".join([*(_q(f) for f in features), _EV])
+            keys = view.join_keys
+            one = f"SELECT {cols} FROM {_q(view.name)} WHERE " + " AND ".join(f"{_q(k)} = ?" for k in keys)
+            many = f"SELECT {', '.join(_q(k) for k in keys)}, {cols} FROM {_q(view.name)} WHERE "
+            many += f"{_q(keys[0])} IN " if len(keys) == 1 else f"({', '.join(_q(k) for k in keys)}) IN "
+            fixers = [(i, fx) for i, f in enumerate(features) if (fx := value_fixer(dtypes[f])) is not None]
+            plan = self._plans[key] = (one, many, fixers)
+        return plan
+
+    def lookup(
+        self, reads: Sequence[tuple[FeatureView, Sequence[tuple[Any, ...]], Sequence[str]]]
+    ) -> list[list[tuple[Any, ...] | None]]:
+        con = self._con()
+        out: list[list[tuple[Any, ...] | None]] = []
+        for view, keys, features in reads:
+            one, many, fixers = self._plan(view, features)
+            if len(keys) == 1:
+                rows: list[tuple[Any, ...] | None] = [con.execute(one, keys[0]).fetchone()]
+            else:
+                rows = self._many(con, many, len(view.join_keys), keys)
+            out.append(fix_rows(rows, fixers) if fixers else rows)
+        return out
+
+    @staticmethod
+    def _many(
+        con: sqlite3.Connection, sql: str, nkeys: int, keys: Sequence[tuple[Any, ...]]
+    ) -> list[tuple[Any, ...] | None]:
+        found: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        for i in range(0, len(keys), _MAX_KEYS):
+            chunk = keys[i : i + _MAX_KEYS]
+            if nkeys == 1:
+                q = sql + "(" + ",".join("?" * len(chunk)) + ")"
+                params: list[Any] = [k[0] for k in chunk]
+            else:
+                row = "(" + ",".join("?" * nkeys) + ")"
+                q = sql + "(VALUES " + ",".join([row] * len(chunk)) + ")"
+                params = [v for k in chunk for v in k]
+            for r in con.execute(q, params):
+                found[r[:nkeys]] = r[nkeys:]
+        get = found.get
+        return [get(k) for k in keys]
+
+    def read(self, view: FeatureView, keys: pa.Table, features: Sequence[str]) -> pa.Table:
+        key_rows = list(zip(*(keys.column(k).to_pylist() for k in view.join_keys), strict=True))
+        rows = self.lookup([(view, key_rows, list(features))])[0] if key_rows else []
+        return rows_to_table(view, features, rows)
+
+    def delete_view(self, view_name: str) -> None:
+        self._con().execute(f"DROP TABLE IF EXISTS {_q(view_name)}")
+        self._schemas.pop(view_name, None)
+        self._plans = {k: v for k, v in self._plans.items() if k[0] != view_name}

@@ -1,0 +1,108 @@
+"""OnlineResponse: what ``get_online_features`` returns.
+
+Built from plain Python lists on the hot path; statuses, event times and the
+Arrow/pandas forms are computed only when asked for.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pyarrow as pa
+
+
+__all__ = ["NOT_FOUND", "OUTSIDE_TTL", "PRESENT", "OnlineResponse"]
+
+PRESENT = "present"
+NOT_FOUND = "not_found"
+OUTSIDE_TTL = "outside_ttl"
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _dt(us: int | None) -> datetime | None:
+    return None if us is None else _EPOCH + timedelta(microseconds=us)
+
+
+class OnlineResponse:
+    """Feature vectors for entity keys.
+
+    * ``to_dict()``: ``{"user_id": [1], "credit_limit": [...], ...}``: join keys, then features.
+    * ``statuses``: per output column, one of ``present``, ``not_found``, ``outside_ttl`` per row.
+    * ``event_timestamps``: per view, the event time of the row served (the
+      evaluation time for aggregate views; None when not found).
+    """
+
+    __slots__ = ("_keys", "_values", "_types", "_status_of", "_view_status", "_view_events")
+
+    def __init__(
+        self,
+        keys: dict[str, list[Any]],
+        values: dict[str, list[Any]],
+        types: dict[str, pa.DataType],
+        status_of: dict[str, str | None],
+        view_status: dict[str, list[str]],
+        view_events: dict[str, list[int | None]],
+    ) -> None:
+        self._keys = keys
+        self._values = values
+        self._types = types
+        self._status_of = status_of  # output column -> view whose status it has (None: computed, always present)
+        self._view_status = view_status
+        self._view_events = view_events
+
+    def __len__(self) -> int:
+        for col in self._keys.values():
+            return len(col)
+        for col in self._values.values():
+            return len(col)
+        return 0
+
+    def __repr__(self) -> str:
+        return f"OnlineResponse({len(self)} rows, features={list(self._values)})"
+
+    @property
+    def feature_names(self) -> list[str]:
+        return list(self._values)
+
+    @property
+    def join_keys(self) -> list[str]:
+        return list(self._keys)
+
+    def to_dict(self) -> dict[str, list[Any]]:
+        """Join keys, then features (full names ``view__feature`` when asked for)."""
+        return {**self._keys, **self._values}
+
+    @property
+    def statuses(self) -> dict[str, list[str]]:
+        n = len(self)
+        out: dict[str, list[str]] = {}
+        for name, view in self._status_of.items():
+            out[name] = list(self._view_status[view]) if view is not None else [PRESENT] * n
+        return out
+
+    @property
+    def event_timestamps(self) -> dict[str, list[datetime | None]]:
+        return {v: [_dt(us) for us in col] for v, col in self._view_events.items()}
+
+    def to_arrow(self) -> pa.Table:
+        cols: dict[str, pa.Array] = {}
+        for name, col in {**self._keys, **self._values}.items():
+            cols[name] = pa.array(col, type=self._types.get(name))
+        return pa.table(cols)
+
+    def to_pandas(self) -> Any:
+        """A DataFrame: join keys, then features (nulls as None/NaN as pandas does)."""
+        return self.to_arrow().to_pandas()
+
+    def to_json_dict(self) -> dict[str, Any]:
+        """The whole response (values, statuses, event times) as JSON-ready data."""
+        return {
+            "features": self.to_dict(),
+            "statuses": self.statuses,
+            "event_timestamps": {
+                v: [None if us is None else _dt(us).isoformat() for us in col]  # type: ignore[union-attr]
+                for v, col in self._view_events.items()
+            },
+        }
+
