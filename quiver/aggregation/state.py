@@ -60,6 +60,7 @@ class StateWrite:
     raw: list[tuple[str, int, bytes]]  # (entity, bucket, packed event)
     events: int = 0
     max_event_us: int | None = None
+    layout: StateLayout | None = None  # for the stores: expiry times
 
 
 @dataclass
@@ -75,6 +76,20 @@ class ReadPlan:
     def tile_ranges(self) -> list[tuple[int, int, int]]:
         """(level, first tile, last tile) per level, for range queries."""
         return [(lv, ts[0], ts[-1]) for lv, ts in self.tiles.items() if ts]
+
+    def runs(self) -> list[tuple[int, int, int]]:
+        """(level, first, last) of each run of consecutive tiles, for range queries."""
+        out = []
+        for lv, tiles in self.tiles.items():
+            start = prev = tiles[0] if tiles else 0
+            for t in tiles[1:]:
+                if t != prev + 1:
+                    out.append((lv, start, prev))
+                    start = t
+                prev = t
+            if tiles:
+                out.append((lv, start, prev))
+        return out
 
     def groups(self) -> list[tuple[int, int, list[int]]]:
         """(level, group, tiles) for stores that keep tiles in groups."""
@@ -116,8 +131,13 @@ class StateLayout:
 
     # -- write ---------------------------------------------------------------------
 
-    def write(self, events: pa.Table, ts: str = EVENT_TS) -> StateWrite:
-        """Cells and raw events for a batch: events pre-merged per tile, vectorized."""
+    def write(self, events: pa.Table, ts: str = EVENT_TS, now_us: int | None = None) -> StateWrite:
+        """Cells and raw events for a batch: events pre-merged per tile, vectorized.
+        With ``now_us``, events older than the longest window are left out: no read
+        at ``now`` or later can see them (they still go to the offline store)."""
+        if now_us is not None and events.num_rows:
+            t_all = pc.cast(events.column(ts), pa.int64())
+            events = events.filter(pc.greater_equal(t_all, now_us - self.max_window_us))
         ent = entity_keys(events, self.view.join_keys)
         t_us = pc.cast(events.column(ts), pa.int64()).to_numpy(zero_copy_only=False)
         codes = pc.dictionary_encode(ent)
@@ -146,7 +166,7 @@ class StateLayout:
                     cells.extend((e, level, tl, i, op, None, v) for e, tl, v in zip(ents, tiles, vals) if v is not None)
         buckets = (t_us // W.RAW_BUCKET).tolist()
         raw = list(zip(ent.to_pylist(), buckets, self.pack(events, t_us)))
-        return StateWrite(self.view.name, cells, raw, events.num_rows, int(t_us.max()) if len(t_us) else None)
+        return StateWrite(self.view.name, cells, raw, events.num_rows, int(t_us.max()) if len(t_us) else None, self)
 
     def pack(self, events: pa.Table, t_us: np.ndarray) -> list[bytes]:
         """Each event's time and stat columns as bytes (fixed-width when numeric)."""
