@@ -267,16 +267,11 @@ class FeatureStore:
 
     def materialize(self, start: Any, end: Any, views: Sequence[str] | None = None, *, progress: Any = None) -> Any:
         """Batch dual write: each view's compacted history to the offline store, latest values online."""
-        from quiver.ingest.materialize import materialize
-
-        return materialize(self.registry, self.offline, self.online, views, start, end, progress=progress)
+        raise NotImplementedError("materialization: issue 10")
 
     def materialize_incremental(self, end: Any, views: Sequence[str] | None = None, *, progress: Any = None) -> Any:
         """Materialize from each view's watermark (event and created time) to ``end``."""
-        from quiver.ingest.materialize import materialize
-
-        return materialize(self.registry, self.offline, self.online, views, None, end, incremental=True,
-                           progress=progress)
+        raise NotImplementedError("materialization: issue 10")
 
     def get_online_features(
         self,
@@ -287,12 +282,7 @@ class FeatureStore:
         full_feature_names: bool = False,
     ) -> Any:
         """Feature vectors for entity keys: values, statuses and event times (``to_dict()``, ``to_pandas()``)."""
-        reader = self.__dict__.get("_online_reader")
-        if reader is None or reader.online is not self.__dict__.get("online"):
-            from quiver.retrieval.online import OnlineReader
-
-            reader = self.__dict__["_online_reader"] = OnlineReader(self.registry, self.online, self.resolve)
-        return reader.get(features, feature_service, entity_rows, request_context, full_feature_names)
+        raise NotImplementedError("online reads: issue 10")
 
     # -- events (push and streams) ----------------------------------------------------
 

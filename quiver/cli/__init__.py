@@ -69,3 +69,4 @@ def main() -> None:
 # command modules register themselves on `cli`
 from quiver.cli import repo as _repo  # noqa: E402,F401
 from quiver.cli import materialize as _materialize  # noqa: E402,F401
+from quiver.cli import monitor as _monitor  # noqa: E402,F401

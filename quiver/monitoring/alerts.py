@@ -97,8 +97,10 @@ class WebhookNotifier:
         backoff: float = 0.5,
         max_backoff: float = 30.0,
         timeout: float = 5.0,
+        exit_timeout: float = 5.0,
     ) -> None:
         self.webhooks = list(webhooks)
+        self.exit_timeout = exit_timeout
         self.attempts, self.backoff, self.max_backoff, self.timeout = attempts, backoff, max_backoff, timeout
         self._q: queue.Queue[tuple[Webhook, bytes, int, float] | None] = queue.Queue()
         self._pending = 0
@@ -111,6 +113,7 @@ class WebhookNotifier:
     def send(self, alerts: Sequence[dict[str, Any]]) -> None:
         if not self.webhooks or not alerts:
             return
+        self._closed = False
         for a in alerts:
             body = json.dumps(a, default=str).encode()
             for hook in self.webhooks:
@@ -120,6 +123,10 @@ class WebhookNotifier:
         self._start()
 
     def _start(self) -> None:
+        if self._thread is None:
+            import atexit
+
+            atexit.register(self.close, self.exit_timeout)  # a CLI run still delivers, within a bounded time
         if self._thread is None or not self._thread.is_alive():
             self._thread = threading.Thread(target=self._run, name="quiver-webhooks", daemon=True)
             self._thread.start()
@@ -181,6 +188,8 @@ class WebhookNotifier:
 
     def close(self, timeout: float = 5.0) -> None:
         """Flush (bounded), then stop the thread; undelivered alerts are logged."""
+        if self._closed:
+            return
         done = self.flush(timeout)
         self._closed = True
         self._q.put(None)

@@ -24,7 +24,7 @@ import pyarrow as pa
 
 from quiver.monitoring.tables import ViewData, quote, sql_list
 
-__all__ = ["REPORT_QUANTILES", "profile", "compare", "psi", "ks", "js", "kind_of", "TOP_K", "OTHER"]
+__all__ = ["REPORT_QUANTILES", "profile", "compare", "psi", "ks", "js", "kind_of", "coarsen", "TOP_K", "OTHER"]
 
 REPORT_QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 PERCENTILES = tuple(round(i / 100, 2) for i in range(1, 100))
@@ -192,7 +192,7 @@ def ks(expected: list[float], actual: list[float]) -> float:
     return gap
 
 
-def _coarsen(counts: list[int], edges: list[float], coarse: list[float]) -> list[int]:
+def coarsen(counts: list[int], edges: list[float], coarse: list[float]) -> list[int]:
     """Merge percentile bins into decile bins (decile edges are among the percentile edges)."""
     import bisect
 
@@ -212,7 +212,7 @@ def compare(ref: dict[str, Any], cur: dict[str, Any]) -> dict[str, float]:
         if not sum(h_ref) or not sum(h_cur) or len(h_ref) != len(h_cur):
             return {}
         edges, dec = ref.get("edges", []), ref.get("decile_edges", [])
-        return {"psi": psi(_coarsen(h_ref, edges, dec), _coarsen(h_cur, edges, dec)), "ks": ks(h_ref, h_cur)}
+        return {"psi": psi(coarsen(h_ref, edges, dec), coarsen(h_cur, edges, dec)), "ks": ks(h_ref, h_cur)}
     e = [c for _, c in ref.get("top", [])] + [ref.get("other", 0)]
     a = [c for _, c in cur.get("top", [])] + [cur.get("other", 0)]
     if not sum(e) or not sum(a) or len(e) != len(a):
