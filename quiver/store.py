@@ -267,11 +267,16 @@ class FeatureStore:
 
     def materialize(self, start: Any, end: Any, views: Sequence[str] | None = None, *, progress: Any = None) -> Any:
         """Batch dual write: each view's compacted history to the offline store, latest values online."""
-        raise NotImplementedError("materialization: issue 10")
+        from quiver.ingest.materialize import materialize
+
+        return materialize(self.registry, self.offline, self.online, views, start, end, progress=progress)
 
     def materialize_incremental(self, end: Any, views: Sequence[str] | None = None, *, progress: Any = None) -> Any:
         """Materialize from each view's watermark (event and created time) to ``end``."""
-        raise NotImplementedError("materialization: issue 10")
+        from quiver.ingest.materialize import materialize
+
+        return materialize(self.registry, self.offline, self.online, views, None, end, incremental=True,
+                           progress=progress)
 
     def get_online_features(
         self,
@@ -282,10 +287,66 @@ class FeatureStore:
         full_feature_names: bool = False,
     ) -> Any:
         """Feature vectors for entity keys: values, statuses and event times (``to_dict()``, ``to_pandas()``)."""
-        raise NotImplementedError("online reads: issue 10")
+        reader = self.__dict__.get("_online_reader")
+        if reader is None or reader.online is not self.__dict__.get("online"):
+            from quiver.retrieval.online import OnlineReader
+
+            reader = self.__dict__["_online_reader"] = OnlineReader(self.registry, self.online, self.resolve)
+        return reader.get(features, feature_service, entity_rows, request_context, full_feature_names)
 
     # -- events (push and streams) ----------------------------------------------------
 
     def push(self, source: str, rows: Any, *, to: str = "online_and_offline") -> int:
         """Rows into a push or stream source, as if from Kafka: online state and offline events."""
         raise NotImplementedError("push: issue 6")
+
+    # -- monitoring -------------------------------------------------------------------
+
+    @cached_property
+    def monitoring(self) -> Any:
+        """The monitor of this repository (``quiver.monitoring.runner.Monitor``)."""
+        from quiver.monitoring.runner import Monitor
+
+        def dataset(name: str) -> Any:
+            ds = self.get_saved_dataset(name)
+            return ds.to_arrow() if hasattr(ds, "to_arrow") else ds
+
+        return Monitor(self.config, self.registry, self.offline, load_dataset=dataset)
+
+    def monitor(
+        self, views: Sequence[str] | None = None, *, now: Any = None, reference: dict[str, Any] | None = None
+    ) -> Any:
+        """Run the checks (freshness, schema, null rates, drift) of ``views`` (default all),
+        store the results with their history and alert on each ok <-> failing change.
+        Returns a ``MonitorRun`` (``.ok``, ``.failing``, ``.results``, ``.alerts``, ``to_dict()``)."""
+        return self.monitoring.run(views, now=now, reference=reference)
+
+    def pin_monitor_reference(self, view: str, *, start: Any = None, end: Any = None, dataset: str | None = None) -> Any:
+        """Compare ``view`` from now on with a fixed time window or a saved dataset (no argument: unpin)."""
+        return self.monitoring.pin_reference(view, start=start, end=end, dataset=dataset)
+
+    def monitor_history(self, name: str) -> dict[str, Any]:
+        """``VIEW`` or ``VIEW:FEATURE``: each check's results over time, and the alerts raised."""
+        from quiver.monitoring.history import history
+
+        return history(self.registry, self.registry.get_view, name)
+
+    def monitor_skew(self, *, start: Any = None, end: Any = None, limit: int | None = None) -> Any:
+        """Recompute logged served vectors with ``get_historical_features`` at their request
+        times; per feature, the share of values that differ, with examples."""
+        from quiver.monitoring.skew import check_skew
+
+        return check_skew(self, start=start, end=end, limit=limit)
+
+    def monitor_report(self, out: str | Path, views: Sequence[str] | None = None) -> Path:
+        """Write one self-contained HTML page: freshness against the SLA, null rates over
+        time and each drifting feature's histogram against its reference."""
+        from quiver.monitoring.report import write_report
+
+        return write_report(self.registry, out, views)
+
+    def monitor_metrics(self) -> str:
+        """The latest check results as Prometheus gauges (text format), for ``/metrics``."""
+        from quiver.monitoring.metrics import render
+
+        return render(self.registry)
