@@ -256,12 +256,27 @@ class FeatureStore:
         end: Any = None,
         as_known: bool = False,
     ) -> Any:
-        """A point-in-time correct training set (a lazy job: to_arrow/to_pandas/to_polars/to_parquet/persist)."""
-        raise NotImplementedError("training sets: issue 8")
+        """A point-in-time correct training set (a lazy job: to_arrow/to_pandas/to_polars/to_parquet/persist).
+
+        ``entity_df``: pandas/polars DataFrame, Arrow table, Parquet path or SQL query, with
+        the views' join keys and ``event_timestamp``; or None with ``start``/``end`` for every
+        entity's values at each of its event times. ``as_known=True`` also requires
+        ``created_timestamp <= t`` (no later correction leaks into the row)."""
+        from quiver.retrieval.datasets import persist_job
+        from quiver.retrieval.historical import historical_job
+
+        selection = self.resolve(features, feature_service)
+        return historical_job(
+            self.offline, self.registry, selection, entity_df,
+            full_feature_names=full_feature_names, start=start, end=end, as_known=as_known,
+            persist=lambda job, name, overwrite: persist_job(self.offline, self.registry, job, name, overwrite),
+        )
 
     def get_saved_dataset(self, name: str) -> Any:
         """A dataset stored with ``job.persist(name)``, with its definition versions and fingerprint."""
-        raise NotImplementedError("saved datasets: issue 8")
+        from quiver.retrieval.datasets import get_saved_dataset
+
+        return get_saved_dataset(self.offline, self.registry, name)
 
     # -- serving data (online) ---------------------------------------------------------
 
