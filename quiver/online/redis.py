@@ -284,6 +284,196 @@ class RedisOnlineStore:
                 batch.clear()
         if batch:
             self._client.unlink(*batch)
+    # -- aggregation state (streaming) ---------------------------------------------------
+    # Owned by the streaming work (quiver.ingest.stream). Tiles of one level live in a
+    # hash per (view, entity, level, group) whose key expires once the longest window
+    # has passed the group; raw edge events in a list per minute bucket; distinct sets
+    # in a set per group. One Lua script merges a batch and records the stream offsets
+    # it covers, atomically, so a killed worker neither loses nor double-counts.
+
+    _AGG_LUA = """
+local function lt(a, b)
+  local x, y = tonumber(a), tonumber(b)
+  if x and y then return x < y end
+  return a < b
+end
+local n, i = tonumber(ARGV[1]), 2
+for _ = 1, n do
+  local key, f, op, ts, v = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
+  i = i + 5
+  if op == '+' then
+    redis.call('HINCRBYFLOAT', key, f, v)
+  elseif op == 'D' then
+    redis.call('SADD', key, f)
+  else
+    local cur = redis.call('HGET', key, f)
+    if op == 'L' then
+      local ct = redis.call('HGET', key, f .. 't')
+      if (not cur) or lt(ct, ts) or (tonumber(ct) == tonumber(ts) and lt(cur, v)) then
+        redis.call('HSET', key, f, v, f .. 't', ts)
+      end
+    elseif (not cur) or (op == '<' and lt(v, cur)) or (op == '>' and lt(cur, v)) then
+      redis.call('HSET', key, f, v)
+    end
+  end
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  redis.call('RPUSH', ARGV[i], ARGV[i + 1]); i = i + 2
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  redis.call('PEXPIREAT', ARGV[i], ARGV[i + 1]); i = i + 2
+end
+n = tonumber(ARGV[i]); i = i + 1
+for _ = 1, n do
+  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]); i = i + 2
+end
+return 1
+"""
+
+    def _agg_prefix(self, view_name: str) -> str:
+        return f"{self.prefix}:{view_name}:agg:"
+
+    def write_aggregates(self, writes: Sequence[Any], offsets: dict[str, int] | None = None,
+                         now_us: int | None = None) -> None:
+        """Merge ``StateWrite``s and record ``offsets`` (scope -> next offset) in one script."""
+        from quiver.aggregation.windows import GROUP, LEVELS
+
+        args: list[Any] = []
+        ncells = 0
+        raw_args: list[Any] = []
+        expire: dict[str, int] = {}
+        for w in writes:
+            lay = w.layout
+            p = self._agg_prefix(w.view)
+            for e, lv, tl, st, op, ts, v in w.cells:
+                g = tl * LEVELS[lv] // GROUP[lv]
+                if op == "D":
+                    key = f"{p}{{{e}}}:s{lv}:{g}"
+                    args += (key, f"{tl}:{st}:{v}", op, "", "")
+                else:
+                    key = f"{p}{{{e}}}:{lv}:{g}"
+                    args += (key, f"{tl}:{st}", op, "" if ts is None else ts, repr(v) if type(v) is float else v)
+                if key not in expire:
+                    expire[key] = lay.tile_expires_at(lv, tl) // 1000
+                ncells += 1
+            for e, b, payload in w.raw:
+                key = f"{p}{{{e}}}:r:{b}"
+                raw_args += (key, payload)
+                if key not in expire:
+                    expire[key] = lay.raw_expires_at(b) // 1000
+        tail: list[Any] = [len(raw_args) // 2, *raw_args, len(expire)]
+        for k, ms in expire.items():
+            tail += (k, ms)
+        offs = list((offsets or {}).items())
+        tail.append(len(offs))
+        for scope, off in offs:
+            tail += (scope, off)
+        try:
+            if getattr(self, "_agg_script", None) is None:
+                self._agg_script = self._client.register_script(self._AGG_LUA)
+            self._agg_script(keys=[f"{self.prefix}:__stream_offsets__"], args=[ncells, *args, *tail])
+        except redis.ConnectionError as e:
+            raise TransientError(f"online store {self.url}: {e}; retry the batch") from e
+        except redis.ResponseError as e:
+            raise TerminalError(f"online store {self.url}: {e}") from e
+
+    def read_offsets(self, prefix: str = "") -> dict[str, int]:
+        """The next offset to consume per stream scope (``topic/partition``) the state holds."""
+        got = self._client.hgetall(f"{self.prefix}:__stream_offsets__")
+        out = {k.decode(): int(v) for k, v in got.items()}
+        return {k: v for k, v in out.items() if k.startswith(prefix)}
+
+    def read_aggregates(self, view: FeatureView, keys: pa.Table, features: Sequence[str], at: Any) -> pa.Table:
+        """Finalized aggregates over ``[at - w, at)``, one row per row of ``keys``."""
+        from quiver.aggregation.state import StateLayout, entity_keys
+
+        lay = self._agg_layouts.get(view.name) if hasattr(self, "_agg_layouts") else None
+        if lay is None or lay.view is not view:
+            lay = StateLayout(view)
+            if not hasattr(self, "_agg_layouts"):
+                self._agg_layouts: dict[str, Any] = {}
+            self._agg_layouts[view.name] = lay
+        plan = lay.plan(features, at)
+        ents = entity_keys(keys, view.join_keys).to_pylist()
+        p = self._agg_prefix(view.name)
+        groups = plan.groups()
+        stats = [(i, s.kind) for i, s in enumerate(lay.stats) if s.kind != "set"]
+        sets = [i for i, s in enumerate(lay.stats) if s.kind == "set"]
+        wanted = {i for a in plan.aggregations for i, s in enumerate(lay.stats) if s.column == a.column}
+        stats = [(i, k) for i, k in stats if i in wanted]
+        fields_of: list[tuple[int, int, list[int], list[bytes], list[tuple[int, int, bool]]]] = []
+        for lv, g, tiles in groups:
+            fields, meta = [], []
+            for tl in tiles:
+                for i, kind in stats:
+                    fields.append(f"{tl}:{i}".encode())
+                    meta.append((tl, i, False))
+                    if kind == "last":
+                        fields.append(f"{tl}:{i}t".encode())
+                        meta.append((tl, i, True))
+            fields_of.append((lv, g, tiles, fields, meta))
+        pipe = self._client.pipeline(transaction=False)
+        uniq = list(dict.fromkeys(ents))
+        for e in uniq:
+            for lv, g, _, fields, _ in fields_of:
+                pipe.execute_command("HMGET", f"{p}{{{e}}}:{lv}:{g}", *fields)
+                if sets:
+                    pipe.execute_command("SMEMBERS", f"{p}{{{e}}}:s{lv}:{g}")
+            for b in plan.raw_buckets:
+                pipe.execute_command("LRANGE", f"{p}{{{e}}}:r:{b}", 0, -1)
+        try:
+            res = pipe.execute()
+        except redis.ConnectionError as e:
+            raise TransientError(f"online store {self.url}: {e}; retry when Redis is reachable") from e
+        rows_of: dict[str, list[int]] = {}
+        for r, e in enumerate(ents):
+            rows_of.setdefault(e, []).append(r)
+        cells: list[tuple[Any, ...]] = []
+        raw: list[tuple[int, bytes]] = []
+        pos = 0
+        num = {i: k in ("n", "s", "q") or lay.value_types[lay.stats[i].column] != pa.string() for i, k in stats}
+        set_num = {i: lay.value_types[lay.stats[i].column] != pa.string() for i in sets}
+        for e in uniq:
+            rows = rows_of[e]
+            found: list[tuple[Any, ...]] = []
+            for lv, _, tiles, _, meta in fields_of:
+                values = res[pos]
+                pos += 1
+                got: dict[tuple[int, int], list[Any]] = {}
+                for (tl, i, is_ts), v in zip(meta, values):
+                    if v is not None:
+                        got.setdefault((tl, i), [None, None])[0 if is_ts else 1] = v
+                for (tl, i), (ts, v) in got.items():
+                    if v is not None:
+                        found.append((lv, tl, i, None if ts is None else int(float(ts)),
+                                      float(v) if num[i] else v.decode()))
+                if sets:
+                    want = set(tiles)
+                    for m in res[pos]:
+                        tl, i, v = m.decode().split(":", 2)
+                        if int(tl) in want:
+                            found.append((lv, int(tl), int(i), None, float(v) if set_num[int(i)] else v))
+                    pos += 1
+            for _ in plan.raw_buckets:
+                for payload in res[pos]:
+                    raw.extend((r, payload) for r in rows)
+                pos += 1
+            cells.extend((r, *c) for r in rows for c in found)
+        return lay.fold(plan, len(ents), cells, raw)
+
+    def delete_aggregates(self, view_name: str) -> None:
+        """Drop a view's aggregation state (before a rebuild)."""
+        pattern = f"{self._agg_prefix(view_name)}*".replace("[", "\\[").replace("?", "\\?")
+        batch: list[bytes] = []
+        for k in self._client.scan_iter(match=pattern, count=10_000):
+            batch.append(k)
+            if len(batch) >= 10_000:
+                self._client.unlink(*batch)
+                batch.clear()
+        if batch:
+            self._client.unlink(*batch)
 
 
 def _redis_fixer(dtype: Any) -> Callable[[Any], Any] | None:
