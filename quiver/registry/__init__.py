@@ -177,7 +177,9 @@ class Registry:
                 for i, ch in enumerate(pending, 1):
                     if ch.action in ("add", "new_version"):
                         assert ch.definition is not None and ch.spec is not None
-                        ch.new_version = txn.put_version(ch.kind, ch.name, ch.spec, ch.definition.version_hash, ch.diff)
+                        ch.new_version = txn.put_version(
+                            ch.kind, ch.name, ch.spec, ch.definition.version_hash, ch.diff, ch.action
+                        )
                     elif ch.action == "update_metadata":
                         assert ch.spec is not None
                         txn.update_metadata(ch.kind, ch.name, ch.spec, ch.diff)

@@ -324,7 +324,9 @@ class _Txn:
             )
         )
 
-    def put_version(self, kind: str, name: str, spec: dict[str, Any], version_hash: str, diff: Any) -> int:
+    def put_version(
+        self, kind: str, name: str, spec: dict[str, Any], version_hash: str, diff: Any, action: str = "new_version"
+    ) -> int:
         """Store a new version (1 for a new object) and make it the latest."""
         c = self.conn
         mine = (objects.c.kind == kind, objects.c.name == name)
@@ -349,7 +351,7 @@ class _Txn:
                 is_latest=True,
             )
         )
-        self._log(kind, name, version, "add" if version == 1 else "new_version", diff)
+        self._log(kind, name, version, "add" if version == 1 else action, diff)
         return version
 
     def update_metadata(self, kind: str, name: str, spec: dict[str, Any], diff: Any) -> int:
