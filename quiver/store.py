@@ -307,6 +307,9 @@ class FeatureStore:
             from quiver.retrieval.online import OnlineReader
 
             reader = self.__dict__["_online_reader"] = OnlineReader(self.registry, self.online, self.resolve)
+            from quiver.monitoring.served_log import served_log_for
+
+            reader.served_log = served_log_for(self.config)
         return reader.get(features, feature_service, entity_rows, request_context, full_feature_names)
 
     # -- events (push and streams) ----------------------------------------------------

@@ -40,16 +40,17 @@ def newest_offline(con: Any, data: ViewData, now: datetime) -> datetime | None:
 
 
 def newest_online(registry: Any, view: FeatureView) -> datetime | None:
-    """The newest event time written to the online store, from the materialization
-    and stream watermarks the registry keeps (None when nothing was written)."""
+    """The event time up to which the online store holds the view: the
+    materialization watermark (registry namespace ``watermark``, its ``event``)
+    and the stream worker's (None when nothing was written)."""
     found: list[datetime] = []
-    for ns in ("watermarks", "materialization", "online.watermarks", "stream.watermarks"):
+    for ns in ("watermark", "stream.watermark"):
         try:
             v = registry.get_value(ns, view.name)
         except Exception:  # a namespace nobody writes: nothing to learn
             continue
         if isinstance(v, dict):
-            for key in ("max_event_timestamp", "newest_event", "event_timestamp", "event_time", "end"):
+            for key in ("event", "newest_event"):
                 t = _aware(v.get(key))
                 if t is not None:
                     found.append(t)

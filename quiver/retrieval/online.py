@@ -229,6 +229,8 @@ def coerce_keys(name: str, dtype: types.ValueType, col: list[Any]) -> list[Any]:
 class OnlineReader:
     """Compiles and caches plans, and runs them against the online store."""
 
+    served_log: Any = None  # a quiver.monitoring.served_log.ServedLog, set by the facade when logging is on
+
     def __init__(
         self,
         registry: Any,
@@ -303,7 +305,10 @@ class OnlineReader:
             else:
                 values[name] = odfv_out[j][i]
         keys_out = dict(zip(plan.join_keys, key_cols, strict=True))
-        return OnlineResponse(keys_out, values, plan.arrow_types, plan.status_of, view_status, view_events)
+        resp = OnlineResponse(keys_out, values, plan.arrow_types, plan.status_of, view_status, view_events)
+        if self.served_log is not None:  # monitoring: sampled and buffered, written off the request path
+            self.served_log.log(plan, resp, now)
+        return resp
 
     # -- parts -------------------------------------------------------------------------
 
