@@ -316,7 +316,50 @@ class FeatureStore:
 
     def push(self, source: str, rows: Any, *, to: str = "online_and_offline") -> int:
         """Rows into a push or stream source, as if from Kafka: online state and offline events."""
-        raise NotImplementedError("push: issue 6")
+        from quiver.ingest.stream import EventIngestor, push_events
+
+        if to not in ("online", "offline", "online_and_offline"):
+            raise InputError(f"push(to={to!r}): use 'online', 'offline' or 'online_and_offline'")
+        views = [v for v in self.list_feature_views() if v.source.name == source]
+        if not views:
+            known = sorted({v.source.name for v in self.list_feature_views()})
+            raise NotFoundError(f"no feature view reads source {source!r}.{closest(source, known)} "
+                                f"Sources with views: {', '.join(known) or 'none (run quiver apply)'}")
+        src = views[0].source
+        events = push_events(rows, src, views)
+        root = self.config.resolve(self.config.offline.get("path", "data/offline"))
+        return EventIngestor(src, views, self.online, root, self.offline).ingest(events, to=to)
+
+    def stream(self, views: Sequence[str] | None = None, *, idle_exit: float | None = None,
+               max_seconds: float | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
+        """Run a stream worker over the Kafka sources of ``views`` (default all) until stopped;
+        ``stream:`` in quiver.yaml and ``options`` set group, batch_size, metrics_port, consumer."""
+        from quiver.ingest.stream import StreamWorker
+
+        chosen = [self.get_feature_view(v) for v in views] if views else self.list_feature_views()
+        root = self.config.resolve(self.config.offline.get("path", "data/offline"))
+        worker = StreamWorker(chosen, self.online, root, registry=self.registry,
+                              options={**self.config.stream, **(options or {})})
+        return worker.run(idle_exit=idle_exit, max_seconds=max_seconds)
+
+    def stream_status(self) -> dict[str, Any]:
+        """What each stream worker last reported (lag, latency, counts) and the dead letters kept."""
+        from quiver.ingest.stream import read_dead_letters
+
+        self.registry.refresh()
+        root = self.config.resolve(self.config.offline.get("path", "data/offline"))
+        dead = read_dead_letters(root)
+        return {"workers": self.registry.list_values("stream_status"), "dead_letters": dead.num_rows,
+                "dead_letter_reasons": dead.column("reason").to_pylist()[-20:]}
+
+    def backfill(self, view: str, start: Any, end: Any, *, online: bool = False, chunk: Any = None,
+                 progress: Any = None) -> dict[str, Any]:
+        """Compute ``view`` over ``[start, end)`` from its batch source in resumable chunks;
+        ``online=True`` rebuilds its online aggregation state from the offline events."""
+        from quiver.ingest.backfill import backfill
+
+        return backfill(self, self.get_feature_view(view), start, end, online=online, chunk=chunk,
+                        progress=progress)
 
     # -- monitoring -------------------------------------------------------------------
 

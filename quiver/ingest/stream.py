@@ -1,0 +1,558 @@
+"""The stream path: messages -> parsed events -> online aggregation state + offline events.
+
+``EventIngestor`` is shared by ``store.push`` (rows in hand) and the Kafka
+worker (``StreamWorker``). Per batch, in this order:
+
+1. the events go to the offline store, in files named after the first offset
+   of each partition in the batch, so a batch replayed after a crash
+   overwrites the same files instead of adding copies;
+2. the aggregation state of every aggregate view over the source (and the
+   latest row of every snapshot view) is merged online, in one transaction
+   with the next offset of each partition (``topic/partition`` scopes);
+3. Kafka's committed offsets follow, for monitoring only.
+
+A worker killed anywhere restarts at the offsets the online state holds, so
+it neither loses nor double-counts. Messages that cannot be read go to the
+dead-letter store (Parquet under ``{offline}/dead_letters/{source}``, and a
+Kafka topic when ``stream.dead_letter_topic`` is set) with the reason, topic,
+partition and offset; the worker counts them and keeps going.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+import uuid
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from quiver.aggregation.state import StateLayout
+from quiver.definitions import FeatureView, KafkaSource, Source
+from quiver.errors import InputError, TransientError
+from quiver.timeutil import TIMESTAMP, to_utc
+
+__all__ = ["DeadLetter", "EventIngestor", "StreamStats", "parse_messages", "rows_to_events"]
+
+log = logging.getLogger("quiver.stream")
+
+
+@dataclass(frozen=True, slots=True)
+class DeadLetter:
+    reason: str
+    topic: str
+    partition: int
+    offset: int
+    payload: bytes | None
+
+
+# -- parsing ------------------------------------------------------------------------
+
+
+def _needed(source: Source, views: Sequence[FeatureView]) -> tuple[list[str], list[str], list[str]]:
+    """(required columns, optional numeric columns, other optional columns), named as the views name them."""
+    keys = list(dict.fromkeys(k for v in views for k in v.join_keys))
+    numeric: list[str] = []
+    other: list[str] = []
+    for v in views:
+        for a in v.aggregations:
+            want_num = a.function in ("sum", "mean", "stddev") or (
+                a.function in ("min", "max") and (a.dtype is None or a.dtype.is_numeric))
+            (numeric if want_num else other).append(a.column)
+        other += [v.source_column(f.name) for f in v.schema]
+    numeric = list(dict.fromkeys(numeric))
+    other = [c for c in dict.fromkeys(other) if c not in numeric and c not in keys]
+    if source.created_timestamp_column:
+        other.append(source.created_timestamp_column)
+    return keys, numeric, other
+
+
+def _epoch_to_us(x: float) -> int:
+    """Epoch seconds, milliseconds or microseconds (told apart by magnitude) to microseconds."""
+    a = abs(x)
+    if a >= 1e14:
+        return int(x)
+    if a >= 1e11:
+        return int(x * 1_000)
+    return int(round(x * 1_000_000))
+
+
+def _timestamp_us(v: Any) -> int:
+    if isinstance(v, bool) or v is None:
+        raise ValueError
+    if isinstance(v, int | float):
+        return _epoch_to_us(v)
+    if isinstance(v, str):
+        d = to_utc(v)
+        return (d - datetime(1970, 1, 1, tzinfo=UTC)) // _US
+    raise ValueError
+
+
+_US = __import__("datetime").timedelta(microseconds=1)
+
+
+def rows_to_events(
+    rows: list[dict[str, Any]],
+    source: Source,
+    views: Sequence[FeatureView],
+    where: list[tuple[str, int, int]] | None = None,
+) -> tuple[pa.Table, list[DeadLetter], list[int]]:
+    """Parsed JSON objects -> an events table with the views' column names, the dead
+    letters, and the index of each good row in ``rows``."""
+    mapping = source.field_mapping
+    ts_name = source.timestamp_field
+    keys, numeric, other = _needed(source, views)
+    if mapping:
+        rows = [{mapping.get(k, k): v for k, v in r.items()} for r in rows]
+    bad: dict[int, str] = {}
+    ts_vals: list[int] = []
+    ts_get = [r.get(ts_name) for r in rows]
+    for i, v in enumerate(ts_get):
+        try:
+            ts_vals.append(_timestamp_us(v))
+        except (ValueError, TypeError, InputError, OverflowError):
+            bad[i] = f"missing field {ts_name!r}" if v is None else f"unreadable timestamp {ts_name}={v!r}"
+            ts_vals.append(0)
+    cols: dict[str, list[Any]] = {}
+    for k in keys:
+        vals = cols[k] = [r.get(k) for r in rows]
+        for i, v in enumerate(vals):
+            if v is None and i not in bad:
+                bad[i] = f"missing field {k!r}"
+            elif isinstance(v, dict | list | bool | float) and i not in bad:
+                bad[i] = f"wrong type for {k!r}: {type(v).__name__}"
+    for c in numeric:
+        vals = cols[c] = [r.get(c) for r in rows]
+        for i, v in enumerate(vals):
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)) and i not in bad:
+                bad[i] = f"wrong type for {c!r}: {type(v).__name__} {v!r}, expected a number"
+    for c in other:
+        cols[c] = [r.get(c) for r in rows]
+    good = [i for i in range(len(rows)) if i not in bad]
+    dead = []
+    if bad:
+        w = where or [("", -1, -1)] * len(rows)
+        dead = [DeadLetter(reason, w[i][0], w[i][1], w[i][2], None) for i, reason in sorted(bad.items())]
+    data: dict[str, Any] = {}
+    sel = np.asarray(good, dtype="int64")
+    for name, vals in cols.items():
+        arr = [vals[i] for i in good] if bad else vals
+        if name in numeric:
+            data[name] = pa.array(arr, pa.float64()) if any(isinstance(x, float) for x in arr) else pa.array(arr)
+        else:
+            try:
+                data[name] = pa.array(arr)
+            except (pa.ArrowInvalid, pa.ArrowTypeError):
+                data[name] = pa.array([None if x is None else str(x) for x in arr], pa.string())
+        if pa.types.is_null(data[name].type):
+            data[name] = data[name].cast(pa.float64() if name in numeric else pa.string())
+    data[ts_name] = pa.array(np.asarray(ts_vals, dtype="int64")[sel] if bad else ts_vals, pa.int64()).cast(TIMESTAMP)
+    if source.created_timestamp_column and source.created_timestamp_column in data:
+        c = source.created_timestamp_column
+        try:
+            data[c] = pa.array([None if x is None else _timestamp_us(x) for x in data[c].to_pylist()],
+                               pa.int64()).cast(TIMESTAMP)
+        except (ValueError, TypeError, InputError):
+            data.pop(c)
+    return pa.table(data), dead, good
+
+
+def parse_messages(messages: Sequence[Any], source: Source, views: Sequence[FeatureView]) -> tuple[pa.Table, list[DeadLetter], list[int]]:
+    """Kafka messages (JSON objects) -> events, dead letters, and the index of each good message."""
+    rows: list[dict[str, Any]] = []
+    where: list[tuple[str, int, int]] = []
+    index: list[int] = []
+    dead: list[DeadLetter] = []
+    loads = orjson.loads
+    for i, m in enumerate(messages):
+        try:
+            obj = loads(m.value) if m.value is not None else None
+        except orjson.JSONDecodeError as e:
+            dead.append(DeadLetter(f"not JSON: {e}", m.topic, m.partition, m.offset, m.value))
+            continue
+        if not isinstance(obj, dict):
+            dead.append(DeadLetter(f"not a JSON object: {type(obj).__name__}", m.topic, m.partition, m.offset, m.value))
+            continue
+        rows.append(obj)
+        where.append((m.topic, m.partition, m.offset))
+        index.append(i)
+    table, more, good = rows_to_events(rows, source, views, where)
+    for d in more:
+        pos = next(j for j, w in enumerate(where) if w[1:] == (d.partition, d.offset))
+        dead.append(DeadLetter(d.reason, d.topic, d.partition, d.offset, messages[index[pos]].value))
+    return table, dead, [index[g] for g in good]
+
+
+# -- files of events and dead letters -------------------------------------------------
+
+
+def write_event_files(root: Path, source: Source, table: pa.Table, name: str) -> None:
+    """Events under ``{offline}/events/{source}/date=YYYY-MM-DD/{name}.parquet`` (the
+    offline engine's layout for stream events), replacing any file of that name, in
+    any day, that an interrupted earlier attempt at the same batch left."""
+    base = root / "events" / source.name
+    ts = source.timestamp_field
+    days = pc.strftime(table[ts], format="%Y-%m-%d") if table.num_rows else pa.array([], pa.string())
+    wanted = set(pc.unique(days).to_pylist()) if table.num_rows else set()
+    if base.is_dir():
+        for stale in base.glob(f"date=*/{name}.parquet"):
+            if stale.parent.name.removeprefix("date=") not in wanted:
+                stale.unlink(missing_ok=True)
+    for day in sorted(wanted):
+        part = table.filter(pc.equal(days, day))
+        d = base / f"date={day}"
+        d.mkdir(parents=True, exist_ok=True)
+        tmp = d / f".{name}.{uuid.uuid4().hex}.tmp"
+        pq.write_table(part, tmp)
+        os.replace(tmp, d / f"{name}.parquet")
+
+
+def write_dead_letters(root: Path, source: Source, dead: Sequence[DeadLetter], name: str) -> None:
+    if not dead:
+        return
+    d = root / "dead_letters" / source.name
+    d.mkdir(parents=True, exist_ok=True)
+    t = pa.table({
+        "reason": [x.reason for x in dead],
+        "topic": [x.topic for x in dead],
+        "partition": pa.array([x.partition for x in dead], pa.int32()),
+        "offset": pa.array([x.offset for x in dead], pa.int64()),
+        "payload": pa.array([x.payload for x in dead], pa.binary()),
+        "received_at": pa.array([datetime.now(UTC)] * len(dead), TIMESTAMP),
+    })
+    tmp = d / f".{name}.tmp"
+    pq.write_table(t, tmp)
+    os.replace(tmp, d / f"{name}.parquet")
+
+
+def read_dead_letters(root: Path, source_name: str | None = None) -> pa.Table:
+    base = root / "dead_letters"
+    files = sorted(base.glob(f"{source_name or '*'}/*.parquet")) if base.is_dir() else []
+    if not files:
+        return pa.table({"reason": pa.array([], pa.string()), "topic": pa.array([], pa.string()),
+                         "partition": pa.array([], pa.int32()), "offset": pa.array([], pa.int64())})
+    return pa.concat_tables([pq.read_table(f) for f in files])
+
+
+# -- the ingestor ---------------------------------------------------------------------
+
+
+@dataclass
+class StreamStats:
+    """Counters and recent latencies of one worker (or of push calls)."""
+
+    events: int = 0
+    dead_letters: int = 0
+    batches: int = 0
+    latencies_ms: list[float] = field(default_factory=list)
+    positions: dict[int, int] = field(default_factory=dict)
+    lag: dict[int, int] = field(default_factory=dict)
+    last_event_us: int | None = None
+    started_at: float = field(default_factory=time.time)
+
+    def observe_latency(self, values_ms: np.ndarray) -> None:
+        self.latencies_ms.extend(values_ms.tolist())
+        if len(self.latencies_ms) > 20_000:
+            del self.latencies_ms[: len(self.latencies_ms) - 10_000]
+
+    def to_dict(self) -> dict[str, Any]:
+        lat = np.asarray(self.latencies_ms[-10_000:]) if self.latencies_ms else None
+        return {
+            "events": self.events,
+            "dead_letters": self.dead_letters,
+            "batches": self.batches,
+            "lag": {str(k): v for k, v in sorted(self.lag.items())},
+            "positions": {str(k): v for k, v in sorted(self.positions.items())},
+            "latency_ms_p50": None if lat is None else float(np.percentile(lat, 50)),
+            "latency_ms_p99": None if lat is None else float(np.percentile(lat, 99)),
+            "last_event": None if self.last_event_us is None else
+            datetime.fromtimestamp(self.last_event_us / 1e6, UTC).isoformat(),
+            "updated_at": datetime.now(UTC).isoformat(),
+            "uptime_s": round(time.time() - self.started_at, 1),
+        }
+
+
+class EventIngestor:
+    """Events of one source -> offline events + online state of every view over it."""
+
+    def __init__(self, source: Source, views: Sequence[FeatureView], online: Any, offline_root: Path,
+                 offline: Any = None) -> None:
+        self.source = source
+        self.views = list(views)
+        self.aggregate_views = [v for v in self.views if v.is_aggregate and v.online]
+        self.snapshot_views = [v for v in self.views if not v.is_aggregate and v.online]
+        self.layouts = [StateLayout(v) for v in self.aggregate_views]
+        self.online = online
+        self.offline = offline
+        self.root = offline_root
+        self.stats = StreamStats()
+
+    def ingest(self, events: pa.Table, offsets: dict[str, int] | None = None, *, name: str | None = None,
+               to: str = "online_and_offline", now_us: int | None = None) -> int:
+        """Write one batch (see the module docstring for the order); returns events written."""
+        if events.num_rows == 0 and not offsets:
+            return 0
+        ts = self.source.timestamp_field
+        if events.num_rows and to in ("offline", "online_and_offline"):
+            if name is not None:
+                write_event_files(self.root, self.source, events, name)
+            elif self.offline is not None and hasattr(self.offline, "write_events"):
+                self.offline.write_events(self.source, events)
+            else:
+                write_event_files(self.root, self.source, events, f"push-{uuid.uuid4().hex}")
+        if to in ("online", "online_and_offline"):
+            now = now_us if now_us is not None else int(time.time() * 1_000_000)
+            evs = events.rename_columns(["event_timestamp" if c == ts else c for c in events.column_names])
+            writes = [lay.write(evs, now_us=now) for lay in self.layouts]
+            if writes or offsets:
+                self._retry(lambda: self.online.write_aggregates(writes, offsets, now_us=now))
+            for v in self.snapshot_views:
+                cols = [c for c in [*v.join_keys, *(v.source_column(f.name) for f in v.schema), "event_timestamp"]
+                        if c in evs.column_names]
+                if "created_timestamp" in evs.column_names:
+                    cols.append("created_timestamp")
+                t = evs.select(cols).rename_columns([_feature_name(v, c) for c in cols])
+                self._retry(lambda t=t, v=v: self.online.write(v, t))
+        self.stats.events += events.num_rows
+        self.stats.batches += 1
+        if events.num_rows:
+            mx = pc.max(pc.cast(events.column(ts), pa.int64())).as_py()
+            self.stats.last_event_us = max(self.stats.last_event_us or mx, mx)
+        return events.num_rows
+
+    @staticmethod
+    def _retry(fn: Any, attempts: int = 5) -> Any:
+        for i in range(attempts):
+            try:
+                return fn()
+            except TransientError:
+                if i == attempts - 1:
+                    raise
+                time.sleep(0.05 * 2**i)
+        return None
+
+
+def _feature_name(view: FeatureView, column: str) -> str:
+    for f in view.schema:
+        if view.source_column(f.name) == column:
+            return f.name
+    return column
+
+
+def views_over(source_name: str, views: Sequence[FeatureView]) -> list[FeatureView]:
+    return [v for v in views if v.source.name == source_name]
+
+
+def kafka_sources(views: Sequence[FeatureView]) -> dict[str, KafkaSource]:
+    out: dict[str, KafkaSource] = {}
+    for v in views:
+        if isinstance(v.source, KafkaSource):
+            out[v.source.name] = v.source
+    return out
+
+
+# -- the Kafka worker -------------------------------------------------------------------
+
+
+class _Metrics:
+    """Prometheus metrics of a worker (when prometheus-client is installed)."""
+
+    def __init__(self, port: int | None) -> None:
+        try:
+            import prometheus_client as prom
+        except ImportError:  # pragma: no cover - optional
+            self.enabled = False
+            return
+        self.enabled = True
+        self.registry = prom.CollectorRegistry()
+        self.events = prom.Counter("quiver_stream_events", "Events written online and offline", ["source"],
+                                   registry=self.registry)
+        self.dead = prom.Counter("quiver_stream_dead_letters", "Messages sent to the dead-letter store",
+                                 ["source"], registry=self.registry)
+        self.lag = prom.Gauge("quiver_stream_consumer_lag", "Messages behind the end of the partition",
+                              ["source", "partition"], registry=self.registry)
+        self.latency = prom.Histogram("quiver_stream_event_to_online_seconds",
+                                      "From the message's create time to its state being durable online",
+                                      ["source"], registry=self.registry,
+                                      buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        self.server = prom.start_http_server(port, addr="127.0.0.1", registry=self.registry)[0] if port else None
+
+
+class StreamWorker:
+    """Consume the Kafka sources of some views until stopped (or idle, in tests)."""
+
+    def __init__(self, views: Sequence[FeatureView], online: Any, offline_root: Path, *, registry: Any = None,
+                 options: dict[str, Any] | None = None, worker_id: str | None = None) -> None:
+        opts = dict(options or {})
+        self.group = opts.pop("group", "quiver")
+        self.batch_size = int(opts.pop("batch_size", 5_000))
+        self.poll_timeout = float(opts.pop("poll_timeout", 0.05))
+        self.dead_letter_topic = opts.pop("dead_letter_topic", None)
+        self.metrics_port = opts.pop("metrics_port", None)
+        self.status_every = float(opts.pop("status_every", 2.0))
+        self.bootstrap = opts.pop("bootstrap_servers", None)
+        self.consumer_options = dict(opts.pop("consumer", {}) or {})
+        self.online = online
+        self.root = offline_root
+        self.registry = registry
+        self.worker_id = worker_id or f"{os.uname().nodename}-{os.getpid()}"
+        sources = kafka_sources(views)
+        if not sources:
+            raise InputError("no feature view reads a KafkaSource; nothing to stream (use store.push for push sources)")
+        self.parts = []
+        for name, src in sources.items():
+            over = views_over(name, views)
+            ing = EventIngestor(src, over, online, offline_root)
+            self.parts.append((src, over, ing))
+        self.metrics = _Metrics(int(self.metrics_port) if self.metrics_port else None)
+        self.streams: list[Any] = []
+        self.stopped = False
+
+    def _open(self) -> None:
+        from quiver import plugins
+
+        cls = plugins.load("stream", "kafka")
+        for src, _, _ in self.parts:
+            topic = src.topic
+
+            def start(t: str, topic: str = topic) -> dict[int, int]:
+                got = self.online.read_offsets(f"{t}/")
+                return {int(k.split("/")[-1]): v for k, v in got.items()}
+
+            self.streams.append(cls(self.bootstrap or src.bootstrap_servers, topic, self.group, start_offsets=start,
+                                    options=self.consumer_options, dead_letter_topic=self.dead_letter_topic))
+
+    def run(self, *, idle_exit: float | None = None, max_seconds: float | None = None) -> dict[str, Any]:
+        """Consume until ``stop()``; with ``idle_exit``, return once every assigned
+        partition is at its end and nothing came for that many seconds."""
+        self._open()
+        t0 = time.monotonic()
+        last_status = 0.0
+        last_data = time.monotonic()
+        try:
+            while not self.stopped:
+                got = 0
+                for (src, views, ing), stream in zip(self.parts, self.streams):
+                    got += self._step(src, views, ing, stream)
+                now = time.monotonic()
+                if got:
+                    last_data = now
+                if now - last_status >= self.status_every:
+                    self._publish()
+                    last_status = now
+                if max_seconds is not None and now - t0 > max_seconds:
+                    break
+                if idle_exit is not None and not got and now - last_data > idle_exit and all(
+                        s.assigned and s.assigned <= s.at_eof for s in self.streams):
+                    break
+        finally:
+            self._publish()
+            for s in self.streams:
+                s.close()
+            self.streams = []
+        return self.status()
+
+    def stop(self) -> None:
+        self.stopped = True
+
+    def _step(self, src: KafkaSource, views: list[FeatureView], ing: EventIngestor, stream: Any) -> int:
+        msgs = stream.poll(self.batch_size, self.poll_timeout)
+        if not msgs:
+            return 0
+        held = {int(k.split("/")[-1]): v for k, v in self.online.read_offsets(f"{src.topic}/").items()} \
+            if ing.stats.batches == 0 else ing.stats.positions
+        msgs = [m for m in msgs if m.offset >= held.get(m.partition, 0)]  # already in the state
+        if not msgs:
+            return 0
+        table, dead, good = parse_messages(msgs, src, views)
+        parts = np.asarray([msgs[i].partition for i in good], dtype="int64")
+        first: dict[int, int] = {}
+        nxt: dict[int, int] = {}
+        for m in msgs:
+            first.setdefault(m.partition, m.offset)
+            nxt[m.partition] = max(nxt.get(m.partition, 0), m.offset + 1)
+        for p, f in first.items():
+            name = f"{src.topic}-{p}-{f:020d}"
+            write_event_files(self.root, src, table.filter(pa.array(parts == p)) if len(first) > 1 else table, name)
+            write_dead_letters(self.root, src, [d for d in dead if d.partition == p], name)
+        ing.ingest(table, {f"{src.topic}/{p}": o for p, o in nxt.items()}, to="online")
+        done_ms = time.time() * 1000
+        stream.commit(nxt)
+        ing.stats.positions.update(nxt)
+        ing.stats.dead_letters += len(dead)
+        if dead:
+            log.warning("%d bad message(s) on %s, e.g. partition %d offset %d: %s", len(dead), src.topic,
+                        dead[0].partition, dead[0].offset, dead[0].reason)
+            stream.dead_letter([(d.payload, {"reason": d.reason, "topic": d.topic, "partition": str(d.partition),
+                                             "offset": str(d.offset)}) for d in dead])
+        created = np.asarray([msgs[i].timestamp_ms or done_ms for i in good], dtype="float64")
+        if len(created):
+            lat = done_ms - created
+            ing.stats.observe_latency(lat)
+            if self.metrics.enabled:
+                hist = self.metrics.latency.labels(src.name)
+                for v in (lat / 1000).tolist():
+                    hist.observe(v)
+        if self.metrics.enabled:
+            self.metrics.events.labels(src.name).inc(table.num_rows)
+            self.metrics.dead.labels(src.name).inc(len(dead))
+        return len(msgs)
+
+    def _publish(self) -> None:
+        for (src, _, ing), stream in zip(self.parts, self.streams):
+            ing.stats.lag = stream.lag(ing.stats.positions)
+            if self.metrics.enabled:
+                for p, v in ing.stats.lag.items():
+                    self.metrics.lag.labels(src.name, str(p)).set(v)
+        if self.registry is not None:
+            try:
+                self.registry.set_value("stream_status", self.worker_id, self.status())
+            except Exception as e:  # status is advisory; never stop consuming for it
+                log.debug("could not publish stream status: %s", e)
+
+    def status(self) -> dict[str, Any]:
+        return {"worker": self.worker_id, "group": self.group,
+                "sources": {src.name: {"topic": src.topic, **ing.stats.to_dict()} for src, _, ing in self.parts}}
+
+
+def push_events(rows: Any, source: Source, views: Sequence[FeatureView]) -> pa.Table:
+    """Pushed rows -> events named as the views name them; a bad row fails the call."""
+    from quiver.streams.push import to_table
+
+    table = to_table(rows)
+    if source.field_mapping:
+        table = table.rename_columns([source.field_mapping.get(c, c) for c in table.column_names])
+    keys, numeric, _ = _needed(source, views)
+    ts = source.timestamp_field
+    missing = [c for c in [*keys, ts] if c not in table.column_names]
+    if missing:
+        raise InputError(f"push to {source.name!r}: the rows lack column(s) {missing}; they have {table.column_names}")
+    for c in [*keys, ts]:
+        if table.column(c).null_count:
+            raise InputError(f"push to {source.name!r}: column {c!r} has nulls; every event needs it")
+    col = table.column(ts)
+    if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
+        x = col.to_numpy(zero_copy_only=False).astype("float64")
+        a = np.abs(x)  # epoch seconds, milliseconds or microseconds, told apart by magnitude
+        us = np.where(a >= 1e14, x, np.where(a >= 1e11, x * 1e3, np.round(x * 1e6))).astype("int64")
+        col = pa.array(us, pa.int64()).cast(TIMESTAMP)
+    else:
+        from quiver.timeutil import to_timestamp_array
+
+        col = to_timestamp_array(col, ts)
+    table = table.set_column(table.schema.get_field_index(ts), ts, col)
+    for c in numeric:
+        if c in table.column_names and not (pa.types.is_integer(table.column(c).type) or
+                                            pa.types.is_floating(table.column(c).type) or
+                                            pa.types.is_null(table.column(c).type)):
+            raise InputError(f"push to {source.name!r}: column {c!r} is {table.column(c).type}, expected numbers")
+    return table

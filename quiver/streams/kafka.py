@@ -1,0 +1,147 @@
+"""StreamSource over Kafka (confluent-kafka): a consumer group member with dead-letter output.
+
+Where to start reading is not the broker's business: the online state records,
+in the same transaction as the aggregates, the next offset of every partition
+it holds, and ``start_offsets`` hands those to each assignment. Kafka's own
+committed offsets are written after the state is durable, for lag monitoring
+and for partitions the state has never seen.
+
+The driver is imported here only (``pip install 'quiver-fs[kafka]'``).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from quiver.errors import TransientError
+
+try:
+    import confluent_kafka as ck
+except ImportError as e:  # pragma: no cover - reported by plugins.load with the extra to install
+    raise ImportError("confluent_kafka", name="confluent_kafka") from e
+
+__all__ = ["KafkaStream", "Message"]
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    topic: str
+    partition: int
+    offset: int
+    value: bytes | None
+    timestamp_ms: int | None  # the broker's create time, for event-to-online latency
+
+
+class KafkaStream:
+    """One consumer of ``topic`` in ``group``; ``start_offsets(topic)`` gives the
+    next offset per partition that the caller's state already holds."""
+
+    def __init__(
+        self,
+        bootstrap_servers: str,
+        topic: str,
+        group: str,
+        *,
+        start_offsets: Callable[[str], dict[int, int]] | None = None,
+        options: dict[str, Any] | None = None,
+        dead_letter_topic: str | None = None,
+    ) -> None:
+        self.topic = topic
+        self.bootstrap_servers = bootstrap_servers
+        self.dead_letter_topic = dead_letter_topic
+        self._start = start_offsets or (lambda _t: {})
+        conf: dict[str, Any] = {
+            "bootstrap.servers": bootstrap_servers,
+            "group.id": group,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,
+            "fetch.queue.backoff.ms": 20,
+            "enable.partition.eof": True,
+        }
+        conf.update(options or {})
+        self._consumer = ck.Consumer(conf)
+        self._producer: Any = None
+        self.assigned: set[int] = set()
+        self.at_eof: set[int] = set()
+        self.high: dict[int, int] = {}
+        self._consumer.subscribe([topic], on_assign=self._on_assign, on_revoke=self._on_revoke)
+
+    def _on_assign(self, consumer: Any, partitions: list[Any]) -> None:
+        start = self._start(self.topic)
+        for p in partitions:
+            if p.partition in start:
+                p.offset = start[p.partition]
+        consumer.assign(partitions)
+        self.assigned |= {p.partition for p in partitions}
+        self.at_eof -= {p.partition for p in partitions}
+
+    def _on_revoke(self, consumer: Any, partitions: list[Any]) -> None:
+        self.assigned -= {p.partition for p in partitions}
+        consumer.unassign()
+
+    def poll(self, max_messages: int, timeout: float) -> list[Message]:
+        """Up to ``max_messages`` messages; partition ends are noted in ``at_eof``."""
+        try:
+            raw = self._consumer.consume(num_messages=max_messages, timeout=timeout)
+        except ck.KafkaException as e:
+            raise TransientError(f"Kafka {self.bootstrap_servers}: {e}") from e
+        out = []
+        for m in raw:
+            err = m.error()
+            if err is not None:
+                if err.code() == ck.KafkaError._PARTITION_EOF:
+                    self.at_eof.add(m.partition())
+                    self.high[m.partition()] = m.offset()
+                    continue
+                if err.retriable() or err.code() in (ck.KafkaError._TRANSPORT, ck.KafkaError._ALL_BROKERS_DOWN):
+                    continue
+                raise TransientError(f"Kafka topic {self.topic!r}: {err.str()}")
+            self.at_eof.discard(m.partition())
+            ts_type, ts = m.timestamp()
+            out.append(Message(m.topic(), m.partition(), m.offset(), m.value(), ts if ts_type else None))
+        return out
+
+    def commit(self, offsets: dict[int, int]) -> None:
+        """Commit the next offsets to read (only once the state covering them is durable)."""
+        if offsets:
+            tps = [ck.TopicPartition(self.topic, p, o) for p, o in offsets.items()]
+            try:
+                self._consumer.commit(offsets=tps, asynchronous=True)
+            except ck.KafkaException:
+                pass  # the state holds the offsets; Kafka's copy only serves lag monitoring
+
+    def lag(self, positions: dict[int, int]) -> dict[int, int]:
+        """Messages behind the log end per assigned partition (an estimate on some brokers)."""
+        out = {}
+        for p in sorted(self.assigned):
+            try:
+                _, high = self._consumer.get_watermark_offsets(ck.TopicPartition(self.topic, p), timeout=0.5,
+                                                               cached=False)
+            except ck.KafkaException:
+                continue
+            high = max(high, self.high.get(p, 0))
+            out[p] = max(0, high - positions.get(p, 0))
+        return out
+
+    def dead_letter(self, records: list[tuple[bytes | None, dict[str, str]]]) -> None:
+        """Produce bad messages to ``dead_letter_topic`` with their reason in the headers."""
+        if not self.dead_letter_topic or not records:
+            return
+        if self._producer is None:
+            self._producer = ck.Producer({"bootstrap.servers": self.bootstrap_servers, "linger.ms": 5})
+        for value, headers in records:
+            self._producer.produce(self.dead_letter_topic, value=value, headers=list(headers.items()))
+        self._producer.flush(10)
+
+    def close(self) -> None:
+        deadline = time.monotonic() + 10
+        try:
+            self._consumer.close()
+        except RuntimeError:
+            pass
+        if self._producer is not None:
+            self._producer.flush(max(0.0, deadline - time.monotonic()))
