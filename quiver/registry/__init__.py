@@ -56,7 +56,7 @@ class Registry:
         self.cache_ttl = float(cache_ttl_seconds)
         self._lock = threading.Lock()
         self._version = -1
-        self._checked = 0.0
+        self._checked = float("-inf")
         self._latest: dict[str, dict[str, tuple[StoredObject, Definition]]] = {}
         self._pinned: dict[tuple[str, str, int], Definition] = {}
         self._local: dict[tuple[str, str], Definition] = {}
@@ -98,7 +98,7 @@ class Registry:
 
     def refresh(self) -> None:
         """Force the next read to check the store."""
-        self._checked = 0.0
+        self._checked = float("-inf")
 
     @property
     def version(self) -> int:

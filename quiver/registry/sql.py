@@ -77,8 +77,8 @@ def _aware(d: datetime) -> datetime:
 
 def _sqlite_connect(dbapi_conn: Any, _: Any) -> None:
     cur = dbapi_conn.cursor()
+    cur.execute("PRAGMA busy_timeout=30000")  # first: switching to WAL may wait for another process
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=30000")
     cur.close()
     dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (SQLAlchemy's pysqlite recipe)
 
@@ -145,13 +145,13 @@ class SQLRegistryStore:
         """Create the tables and the version counter; safe when processes race to do it."""
         for attempt in range(5):
             try:
-                _md.create_all(self.engine, checkfirst=True)
-                with self.engine.begin() as c:
+                with self._write() as c:  # one write transaction: no read-to-write lock upgrade on SQLite
+                    _md.create_all(c, checkfirst=True)
                     _insert_ignore(c, kv, namespace="meta", key="version", value="0", updated_at=_now())
                 return
-            except sa.exc.OperationalError as e:
-                if attempt == 4 or "already exists" not in str(e.orig):
-                    raise TransientError(f"registry at {self._safe_url()} is not reachable: {e.orig}") from e
+            except TransientError as e:
+                if attempt == 4 or "already exists" not in str(e):
+                    raise TransientError(f"registry at {self._safe_url()} is not reachable: {e}") from e
             except (sa.exc.IntegrityError, sa.exc.ProgrammingError):
                 if attempt == 4:
                     raise
