@@ -528,6 +528,12 @@ def push_events(rows: Any, source: Source, views: Sequence[FeatureView]) -> pa.T
     """Pushed rows -> events named as the views name them; a bad row fails the call."""
     from quiver.streams.push import to_table
 
+    if isinstance(rows, list | tuple) and rows and all(isinstance(r, dict) for r in rows):
+        table, dead, _ = rows_to_events(list(rows), source, views, [("push", 0, i) for i in range(len(rows))])
+        if dead:
+            shown = "; ".join(f"row {d.offset}: {d.reason}" for d in dead[:3])
+            raise InputError(f"push to {source.name!r}: {len(dead)} bad row(s), nothing written: {shown}")
+        return table
     table = to_table(rows)
     if source.field_mapping:
         table = table.rename_columns([source.field_mapping.get(c, c) for c in table.column_names])
