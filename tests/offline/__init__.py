@@ -1,0 +1,1 @@
+"""Tests of the offline engine and training sets."""
