@@ -191,7 +191,7 @@ def _cast(arr: pa.Array, dtype: ValueType, field: str, raw: Any = None) -> pa.Ar
         return pa.nulls(len(arr), target)
     if dtype.element is not None:
         if not (pa.types.is_list(s) or pa.types.is_large_list(s)):
-            raise InputError(_bad_type(s, dtype, field, raw))
+            raise InputError(_bad_type(arr, dtype, field, raw))
         values = _cast(arr.values, dtype.element, field)
         return pa.ListArray.from_arrays(arr.offsets.cast(pa.int32()), values, mask=arr.is_null())
     ok = {
@@ -201,7 +201,7 @@ def _cast(arr: pa.Array, dtype: ValueType, field: str, raw: Any = None) -> pa.Ar
         "UnixTimestamp": lambda t: _is_number(t) or _is_string(t) or pa.types.is_timestamp(t) or pa.types.is_date(t),
     }[dtype.name]
     if not ok(s):
-        raise InputError(_bad_type(s, dtype, field, raw))
+        raise InputError(_bad_type(arr, dtype, field, raw))
     try:
         if dtype.name == "UnixTimestamp":
             return _to_timestamp(arr, field)
@@ -237,10 +237,12 @@ def _to_timestamp(arr: pa.Array, field: str) -> pa.Array:
     return to_timestamp_array(arr, field)
 
 
-def _bad_type(s: pa.DataType, dtype: ValueType, field: str, raw: Any) -> str:
+def _bad_type(arr: pa.Array, dtype: ValueType, field: str, raw: Any) -> str:
+    if raw is None and len(arr) <= 10_000:
+        raw = arr.to_pylist()
     if raw is not None:
         return _bad_value(raw, dtype, field)
-    return f"field {field!r} is {dtype.name}: cannot convert a column of {s} to it; fix the data or the declared type"
+    return f"field {field!r} is {dtype.name}: cannot convert a column of {arr.type} to it; fix the data or the declared type"
 
 
 def _bad_value(values: Any, dtype: ValueType, field: str) -> str:

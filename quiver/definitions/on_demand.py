@@ -150,6 +150,8 @@ class OnDemandFeatureView(Definition):
             )
             raise InputError(f"on-demand feature view {self.name!r} needs inputs {missing}.{hint}")
         inputs = types.coerce_columns(table.select(names), self.request_dtypes)
+        if inputs.num_rows == 0:
+            return self.output_schema.empty_table()
         if self.mode == "pandas":
             return self._run_pandas(inputs)
         rows = inputs.to_pylist()

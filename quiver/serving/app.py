@@ -138,37 +138,30 @@ def _iso(v: Any) -> Any:
     return v
 
 
-def render_features(resp: Any, keys: list[str]) -> dict[str, Any]:
-    """An online response -> ``{feature_names, entities, results[per entity], evaluated_at}``."""
+def render_features(resp: Any, keys: list[str], evaluated_at: datetime) -> dict[str, Any]:
+    """An online response -> ``{feature_names, entities, results, evaluated_at}``: one
+    result per entity, in request order, with values and statuses per feature and the
+    event time of the row served per view."""
     data = resp.to_dict()
     names = [n for n in data if n not in keys]
-    statuses = _per_feature(resp, "statuses", names)
-    times = _per_feature(resp, "event_timestamps", names)
-    n = len(next(iter(data.values()))) if data else 0
     columns = [data[c] for c in names]
+    statuses = resp.statuses
+    status_cols = [statuses.get(c) for c in names]
+    times = resp.event_timestamps
     results = []
-    for i in range(n):
+    for i in range(len(resp)):
         results.append({
             "values": [col[i] for col in columns],
-            "statuses": [s[i] for s in statuses] if statuses else ["PRESENT"] * len(names),
-            "event_timestamps": [_iso(t[i]) for t in times] if times else [None] * len(names),
+            "statuses": [s[i] if s is not None else "present" for s in status_cols],
+            "event_timestamps": {v: _iso(t[i]) for v, t in times.items()},
         })
-    evaluated = getattr(resp, "evaluated_at", None) or datetime.now(UTC)
+    evaluated = getattr(resp, "evaluated_at", None) or evaluated_at
     return {
         "feature_names": names,
         "entities": {k: data[k] for k in keys if k in data},
         "results": results,
         "evaluated_at": _iso(evaluated),
     }
-
-
-def _per_feature(resp: Any, attr: str, names: list[str]) -> list[list[Any]] | None:
-    value = getattr(resp, attr, None)
-    if callable(value):
-        value = value()
-    if isinstance(value, dict):
-        return [list(value.get(n, [])) for n in names]
-    return None
 
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
@@ -202,6 +195,7 @@ def create_app(store: FeatureStore | str | Path = ".", settings: ServingSettings
         try:
             settings.check(request, write=False)
             req = parse_features(await request.body(), settings.max_entities)
+            now = datetime.now(UTC)
             resp = fs.get_online_features(
                 features=req.features,
                 feature_service=req.feature_service,
@@ -209,7 +203,7 @@ def create_app(store: FeatureStore | str | Path = ".", settings: ServingSettings
                 request_context=req.request_context,
                 full_feature_names=req.full_feature_names,
             )
-            out = render_features(resp, list(req.entities))
+            out = render_features(resp, list(req.entities), now)
             metrics.reads(views_of(req), req.size)
         except Exception as e:  # noqa: BLE001 - every failure becomes a JSON answer; the server keeps serving
             return _failed("/v1/features", e)

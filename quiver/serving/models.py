@@ -165,10 +165,17 @@ def openapi(title: str, version: str, secured: bool = False) -> dict[str, Any]:
             "type": "object",
             "additionalProperties": False,
             "required": ["entities"],
+            "oneOf": [{"required": ["features"]}, {"required": ["feature_service"]}],
             "properties": {
-                "features": {"type": "array", "items": {"type": "string"}, "description": "'view:feature' references"},
-                "feature_service": {"type": "string", "description": "a feature service name"},
-                "entities": {**_COLUMNS, "description": "join keys as columns: {\"user_id\": [1, 2]}"},
+                "features": {"type": "array", "minItems": 1, "description": "'view:feature' references",
+                             "items": {"type": "string", "pattern": r"^[A-Za-z_]\w*(@\d+)?:[A-Za-z_]\w*$"}},
+                "feature_service": {"type": "string", "minLength": 1, "description": "a feature service name"},
+                "entities": {
+                    "type": "object",
+                    "minProperties": 1,
+                    "additionalProperties": {"type": "array", "items": _SCALAR, "minItems": 1},
+                    "description": "join keys as columns of one length: {\"user_id\": [1, 2]}",
+                },
                 "request_context": {
                     "type": "object",
                     "additionalProperties": {"oneOf": [{"type": "array", "items": _SCALAR}, _SCALAR]},
@@ -192,7 +199,11 @@ def openapi(title: str, version: str, secured: bool = False) -> dict[str, Any]:
                         "properties": {
                             "values": {"type": "array", "items": _VALUE},
                             "statuses": {"type": "array", "items": {"type": "string"}},
-                            "event_timestamps": {"type": "array", "items": {"type": ["string", "null"]}},
+                            "event_timestamps": {
+                                "type": "object",
+                                "additionalProperties": {"type": ["string", "null"]},
+                                "description": "per feature view, the event time of the row served (UTC)",
+                            },
                         },
                     },
                 },
