@@ -40,6 +40,7 @@ class RetrievalJob:
         self._run = run
         self._persist = persist
         self.metadata = dict(metadata or {})
+        self._progress: Callable[[int, int], None] | None = None
 
     @property
     def features(self) -> list[str]:
@@ -60,8 +61,10 @@ class RetrievalJob:
         result = pa.table(cols, names=self.columns)
         return result.to_batches()[0] if result.num_rows else pa.RecordBatch.from_pylist([], schema=result.schema)
 
-    def to_reader(self) -> pa.RecordBatchReader:
+    def to_reader(self, progress: Callable[[int, int], None] | None = None) -> pa.RecordBatchReader:
         """The rows as a stream of Arrow batches, in entity-row order (bounded memory)."""
+        progress = progress or self._progress
+        total = int(self.metadata.get("entity_rows", 0))
         reader = self._run()
         first: list[pa.RecordBatch] = []
         it = iter(reader)
@@ -74,9 +77,19 @@ class RetrievalJob:
         schema = first[0].schema
 
         def rest() -> Iterator[pa.RecordBatch]:
-            yield from (f for f in first if f.num_rows)
-            for b in it:
-                yield self._finish(b).cast(schema) if b.num_rows else self._finish(b)
+            done = 0
+            for b in first:
+                done += b.num_rows
+                if progress:
+                    progress(done, total)
+                if b.num_rows:
+                    yield b
+            for raw in it:
+                b = self._finish(raw).cast(schema)
+                done += b.num_rows
+                if progress:
+                    progress(done, total)
+                yield b
 
         return pa.RecordBatchReader.from_batches(schema, rest())
 
@@ -91,9 +104,10 @@ class RetrievalJob:
 
         return pl.from_arrow(self.to_arrow())
 
-    def to_parquet(self, path: str | Path) -> int:
-        """Write the rows to a Parquet file batch by batch; returns the number of rows."""
-        reader = self.to_reader()
+    def to_parquet(self, path: str | Path, *, progress: Callable[[int, int], None] | None = None) -> int:
+        """Write the rows to a Parquet file batch by batch; returns the number of rows.
+        ``progress(rows_done, rows_total)`` is called after each batch."""
+        reader = self.to_reader(progress)
         rows = 0
         with pq.ParquetWriter(str(path), reader.schema) as w:
             for b in reader:
@@ -101,14 +115,20 @@ class RetrievalJob:
                 rows += b.num_rows
         return rows
 
-    def persist(self, name: str, *, overwrite: bool = False) -> SavedDataset:
+    def persist(
+        self, name: str, *, overwrite: bool = False, progress: Callable[[int, int], None] | None = None
+    ) -> SavedDataset:
         """Store the rows as a saved dataset with the definition versions and the
         entity rows' fingerprint; ``store.get_saved_dataset(name)`` reads it back."""
         if self._persist is None:
             from quiver.errors import UnsupportedError
 
             raise UnsupportedError("this job was not made by a FeatureStore; it cannot be persisted")
-        return self._persist(self, name, overwrite)
+        self._progress = progress
+        try:
+            return self._persist(self, name, overwrite)
+        finally:
+            self._progress = None
 
     def __repr__(self) -> str:
         return f"RetrievalJob(features={self.features}, entity_columns={self.plan.entity_columns})"
