@@ -71,3 +71,4 @@ from quiver.cli import repo as _repo  # noqa: E402,F401
 from quiver.cli import serve as _serve  # noqa: E402,F401
 from quiver.cli import monitor as _monitor  # noqa: E402,F401
 from quiver.cli import materialize as _materialize  # noqa: E402,F401
+from quiver.cli import dataset as _dataset  # noqa: E402,F401
