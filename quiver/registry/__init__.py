@@ -196,7 +196,8 @@ class Registry:
     # -- discovery -----------------------------------------------------------------
 
     def search(self, text: str) -> list[StoredObject]:
-        """Objects whose name, description, tags, owner or features mention ``text``."""
+        """Objects whose name, description, tags (``key=value``), owner, features,
+        join keys or served features mention ``text`` (case-insensitive)."""
         t = text.lower()
         out = []
         for obj in self.list_stored():
@@ -205,6 +206,7 @@ class Registry:
             hay += [f"{k}={v}" for k, v in (s.get("tags") or {}).items()]
             hay += [f.get("name", "") + " " + f.get("description", "") for f in s.get("schema") or []]
             hay += [a["name"] for a in s.get("aggregations") or []]
+            hay += list(s.get("join_keys") or []) + list(s.get("features") or [])
             if any(t in h.lower() for h in hay):
                 out.append(obj)
         return out

@@ -66,7 +66,8 @@ def test_search_names_descriptions_tags_owners(fraud: FeatureStore) -> None:
     assert names("great-circle") == {"tx_distance"}  # description
     assert names("team=merchants") == {"merchant_stats"}  # tag
     assert names("amount_sum_1h") == {"user_tx"}  # feature name
-    assert names("CREDIT_LIMIT") == {"user_profile"}  # case-insensitive
+    assert names("CREDIT_LIMIT") == {"user_profile", "fraud_model"}  # case-insensitive; the service serves it
+    assert names("merchant_id") == {"merchant"}  # join key
     assert names("no such thing") == set()
 
 
