@@ -65,7 +65,8 @@ def newest_online(registry: Any, view: FeatureView) -> datetime | None:
 def _age_check(view: FeatureView, check: str, newest: datetime | None, now: datetime, where: str) -> CheckResult:
     sla = view.freshness_sla.total_seconds() if view.freshness_sla else None
     if newest is None:
-        status = FAILING if sla is not None else INFO
+        streamed = view.source.batch is not view.source  # fed by a stream worker or pushes
+        status = FAILING if sla is not None and not (streamed and where == "online") else INFO
         return CheckResult(now, view.name, "", check, None, sla, status, f"nothing written to the {where} store yet")
     age = max(0.0, (now - newest).total_seconds())
     if sla is None:
@@ -106,3 +107,17 @@ def freshness_checks(
             status = INFO if limit is None else (FAILING if value > limit else OK)
             out.append(CheckResult(now, view.name, "", check, value, limit, status, f"{value:g} {unit}"))
     return out
+
+
+def stream_status(registry: Any, view: FeatureView) -> dict[str, Any] | None:
+    """What the stream workers report for the view's source (registry namespace
+    ``stream_status``): newest event, total consumer lag, p99 event-to-online latency."""
+    name = view.source.name
+    found = [w["sources"][name] for w in (registry.list_values("stream_status") or {}).values()
+             if isinstance(w, dict) and name in (w.get("sources") or {})]
+    if not found:
+        return None
+    newest = max((t for t in (_aware(f.get("last_event")) for f in found) if t is not None), default=None)
+    lats = [f["latency_ms_p99"] for f in found if f.get("latency_ms_p99") is not None]
+    return {"newest": newest, "lag": sum(sum((f.get("lag") or {}).values()) for f in found),
+            "latency_seconds": max(lats) / 1000 if lats else None}

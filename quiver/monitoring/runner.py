@@ -150,12 +150,16 @@ class Monitor:
                     *freshness.freshness_checks(fv, now, offline_newest=None, online_newest=online)[1:]]
         out = quality.schema_checks(data, now)
         con = connection(self.offline)
+        stream = self.stream_stats(fv) if self.stream_stats else freshness.stream_status(self.registry, fv)
+        online = freshness.newest_online(self.registry, fv)
+        if stream and stream.get("newest") and (online is None or stream["newest"] > online):
+            online = stream["newest"]
         try:
             out += freshness.freshness_checks(
                 fv, now,
                 offline_newest=freshness.newest_offline(con, data, now),
-                online_newest=freshness.newest_online(self.registry, fv),
-                stream=self.stream_stats(fv) if self.stream_stats else None,
+                online_newest=online,
+                stream=stream,
                 thresholds=quality.thresholds(self.settings, fv),
             )
             ref_spec = self.reference_spec(fv, now, reference)
