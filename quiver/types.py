@@ -151,8 +151,23 @@ def to_array(values: Any, dtype: ValueType, field: str) -> pa.Array | pa.Chunked
     try:
         arr = pa.array(values, from_pandas=True)
     except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError):
-        raise InputError(_bad_value(values, dtype, field)) from None
+        arr = _mixed_numbers(values, dtype, field)
+    if _is_number(arr.type) and dtype.name != "Bool" and any(v is True or v is False for v in values):
+        raise InputError(_bad_value(values, dtype, field))  # Arrow reads [1, True] as numbers; we do not
     return _cast(arr, dtype, field, values)
+
+
+def _mixed_numbers(values: Any, dtype: ValueType, field: str) -> pa.Array:
+    """Big integers mixed with floats (Arrow will not infer one type for them): the slow path."""
+    try:
+        if dtype.name in ("Float64", "Float32") and not any(isinstance(v, bool | str) for v in values):
+            return pa.array([float(v) if isinstance(v, int) else v for v in values], type=pa.float64())
+        if dtype.name in _INT_RANGE:
+            ints = [int(v) if isinstance(v, float) and v.is_integer() else v for v in values]
+            return pa.array(ints, from_pandas=True)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, OverflowError, TypeError):
+        pass
+    raise InputError(_bad_value(values, dtype, field))
 
 
 def coerce_value(value: Any, dtype: ValueType, field: str) -> Any:
@@ -205,7 +220,8 @@ def _cast(arr: pa.Array, dtype: ValueType, field: str, raw: Any = None) -> pa.Ar
     try:
         if dtype.name == "UnixTimestamp":
             return _to_timestamp(arr, field)
-        return arr.cast(target, safe=True)
+        # to a float, rounding is the conversion (an int above 2**53, a double to Float32)
+        return arr.cast(target, safe=not pa.types.is_floating(target))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError, pa.ArrowTypeError, OverflowError):
         raise InputError(_bad_value(raw if raw is not None else arr.to_pylist(), dtype, field)) from None
 
@@ -265,7 +281,9 @@ def _bad_value(values: Any, dtype: ValueType, field: str) -> str:
             lo, hi = _INT_RANGE.get(dtype.name, (-(2**63), 2**63 - 1))
             ok = (dtype.is_numeric or dtype.name == "UnixTimestamp") and lo <= v <= hi
         elif isinstance(v, float):
-            ok = dtype.name in ("Float64", "Float32", "UnixTimestamp") or (dtype.is_numeric and v.is_integer())
+            lo, hi = _INT_RANGE.get(dtype.name, (-(2**63), 2**63 - 1))
+            ok = dtype.name in ("Float64", "Float32", "UnixTimestamp") or (
+                dtype.is_numeric and v.is_integer() and lo <= v <= hi)
         elif isinstance(v, str):
             ok = dtype.name in ("String", "Bytes", "UnixTimestamp")
         if not ok:
