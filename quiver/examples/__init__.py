@@ -25,7 +25,11 @@ def create_example(path: str | Path, example: str = "fraud", scale: str = "small
     for name in ("quiver.yaml", "features.py"):
         with resources.as_file(pkg / name) as src:
             shutil.copyfile(src, root / name)
-    from quiver.examples.fraud.data import generate
+    from datetime import UTC, datetime, timedelta
 
-    generate(root / "data", scale=scale)
+    from quiver.examples.fraud.data import SCALES, generate
+
+    # the data ends at the current hour, so online reads and freshness checks see live values
+    end = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
+    generate(root / "data", scale=scale, start=end - timedelta(days=SCALES[scale][2]))
     return root

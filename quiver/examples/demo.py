@@ -9,7 +9,7 @@ from __future__ import annotations
 import shutil
 import sys
 import time
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from rich.console import Console
@@ -58,6 +58,51 @@ def catalog(store: FeatureStore) -> None:
     console.print(t)
 
 
+TRAINING_FEATURES = [
+    "user_profile:credit_limit", "user_profile:country", "user_profile:avg_amount_90d",
+    "merchant_stats:merchant_risk", "user_tx:amount_count_1h", "user_tx:amount_sum_1d",
+]
+
+
+def training_set(store: FeatureStore) -> None:
+    step("4. A point-in-time correct training set")
+    import pyarrow.parquet as pq
+
+    labels = pq.read_table(store.repo_path / "data" / "labels.parquet")
+    t0 = time.perf_counter()
+    table = store.get_historical_features(labels, features=TRAINING_FEATURES).to_arrow()
+    took = time.perf_counter() - t0
+    console.print(f"{table.num_rows:,} label rows x {len(TRAINING_FEATURES)} features "
+                  f"(snapshots with ttl, 1h/1d windows) in {took:.2f}s (cold: read from the source files)")
+    console.print(table.slice(0, 5).to_pandas().to_string(index=False))
+
+
+def materialize(store: FeatureStore) -> None:
+    step("5. quiver materialize: offline history + online latest values, one pass")
+    now = datetime.now(UTC)
+    t0 = time.perf_counter()
+    result = store.materialize(now - timedelta(days=30), now)
+    for v in result.views:
+        console.print(f"  {v.view:<16} {v.skipped or f'{v.rows:>7,} keys online in {v.seconds:.2f}s'}")
+    console.print(f"materialized in {time.perf_counter() - t0:.2f}s")
+    import pyarrow.parquet as pq
+
+    labels = pq.read_table(store.repo_path / "data" / "labels.parquet")
+    t0 = time.perf_counter()
+    store.get_historical_features(labels, features=TRAINING_FEATURES).to_arrow()
+    console.print(f"the same training set again, now from the compacted history: {time.perf_counter() - t0:.2f}s")
+
+
+def online(store: FeatureStore) -> None:
+    step("6. Online feature vectors for a few users (in process)")
+    resp = store.get_online_features(
+        features=["user_profile:credit_limit", "user_profile:country", "merchant_stats:merchant_risk"],
+        entity_rows=[{"user_id": u, "merchant_id": m} for u, m in ((1, 3), (2, 7), (3, 11), (10**9, 1))],
+    )
+    console.print(resp.to_pandas().to_string(index=False))
+    console.print(f"statuses: {resp.statuses}")
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     folder = Path(argv[0] if argv else "demo-repo")
@@ -65,6 +110,9 @@ def main(argv: list[str] | None = None) -> int:
     with store:
         apply(store)
         catalog(store)
+        training_set(store)
+        materialize(store)
+        online(store)
     return 0
 
 
