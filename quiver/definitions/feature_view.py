@@ -33,6 +33,8 @@ class FeatureView(Definition):
     freshness_sla: timedelta | None
     online: bool
     monitoring: dict[str, float]
+    _features: tuple[Field, ...]
+    _feature_names: tuple[str, ...]
 
     def __init__(
         self,
@@ -90,6 +92,10 @@ class FeatureView(Definition):
         object.__setattr__(self, "freshness_sla", duration_or_none(label, "freshness_sla", freshness_sla))
         object.__setattr__(self, "online", bool(online))
         object.__setattr__(self, "monitoring", dict(monitoring or {}))
+        # computed once: reads ask for these on every request
+        feats = fields or tuple(Field(a.name, a.output_dtype()) for a in aggs)
+        object.__setattr__(self, "_features", feats)
+        object.__setattr__(self, "_feature_names", tuple(f.name for f in feats))
         self._init_meta(owner, description, tags)
 
     # -- what the rest of quiver asks of a view -------------------------------------
@@ -105,13 +111,11 @@ class FeatureView(Definition):
     @property
     def features(self) -> list[Field]:
         """The output features, aggregates included, as Fields."""
-        if self.schema:
-            return list(self.schema)
-        return [Field(a.name, a.output_dtype()) for a in self.aggregations]
+        return list(self._features)
 
     @property
     def feature_names(self) -> list[str]:
-        return [f.name for f in self.features]
+        return list(self._feature_names)
 
     @property
     def max_window(self) -> timedelta | None:
