@@ -45,7 +45,7 @@ def entity_table(entity_df: Any, engine: OfflineEngine) -> pa.Table:
             return engine.query(text)
         if os.path.exists(text):
             try:
-                return pq.read_table(text)
+                return pq.ParquetFile(text).read() if os.path.isfile(text) else pq.read_table(text)
             except (pa.ArrowInvalid, OSError) as e:
                 raise InputError(f"entity rows at {text!r} are not readable Parquet: {e}") from None
         raise InputError(f"entity rows {text!r}: no such Parquet file or folder, and not an SQL query (SELECT ...)")
