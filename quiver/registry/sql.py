@@ -303,6 +303,11 @@ class SQLRegistryStore:
         self.engine.dispose()
 
 
+# statements built once, values bound per call: SQLAlchemy compiles each a single time
+_INSERT_OBJECT = objects.insert()
+_INSERT_HISTORY = history.insert()
+
+
 class _Txn:
     """Writes inside one apply transaction."""
 
@@ -312,16 +317,17 @@ class _Txn:
 
     def _log(self, kind: str, name: str, version: int | None, action: str, diff: Any) -> None:
         self.conn.execute(
-            sa.insert(history).values(
-                registry_version=self.registry_version,
-                kind=kind,
-                name=name,
-                version=version,
-                action=action,
-                diff=json.dumps(diff, default=str),
-                at=self.now,
-                applied_by=self.user,
-            )
+            _INSERT_HISTORY,
+            {
+                "registry_version": self.registry_version,
+                "kind": kind,
+                "name": name,
+                "version": version,
+                "action": action,
+                "diff": json.dumps(diff, default=str),
+                "at": self.now,
+                "applied_by": self.user,
+            },
         )
 
     def put_version(
@@ -335,21 +341,22 @@ class _Txn:
         if prev:
             c.execute(sa.update(objects).where(*mine, objects.c.is_latest).values(is_latest=False))
         c.execute(
-            sa.insert(objects).values(
-                kind=kind,
-                name=name,
-                version=version,
-                spec=json.dumps(spec, sort_keys=True),
-                version_hash=version_hash,
-                owner=spec.get("owner", ""),
-                description=spec.get("description", ""),
-                tags=json.dumps(spec.get("tags") or {}),
-                freshness_sla=spec.get("freshness_sla"),
-                created_at=_aware(created) if created else self.now,
-                updated_at=self.now,
-                applied_by=self.user,
-                is_latest=True,
-            )
+            _INSERT_OBJECT,
+            {
+                "kind": kind,
+                "name": name,
+                "version": version,
+                "spec": json.dumps(spec, sort_keys=True),
+                "version_hash": version_hash,
+                "owner": spec.get("owner", ""),
+                "description": spec.get("description", ""),
+                "tags": json.dumps(spec.get("tags") or {}),
+                "freshness_sla": spec.get("freshness_sla"),
+                "created_at": _aware(created) if created else self.now,
+                "updated_at": self.now,
+                "applied_by": self.user,
+                "is_latest": True,
+            },
         )
         self._log(kind, name, version, "add" if version == 1 else action, diff)
         return version
