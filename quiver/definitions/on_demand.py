@@ -90,10 +90,16 @@ class OnDemandFeatureView(Definition):
         object.__setattr__(self, "mode", mode)
         object.__setattr__(self, "udf_source", udf_source)
         self._init_meta(owner, description, tags)
-        names = self.input_names
+        names = [r.partition(":")[2] for r in self.input_refs()]
+        names += [f.name for s in self.request_sources for f in s.schema]
         dups = sorted({n for n in names if names.count(n) > 1})
         if dups:
             raise DefinitionError(f"{label}: inputs {dups} come from more than one source; inputs are passed by name")
+        # what the runner needs on every call, computed once
+        object.__setattr__(self, "_inputs", names)
+        object.__setattr__(self, "_request", {f.name: f.dtype for s in self.request_sources for f in s.schema})
+        object.__setattr__(self, "_outputs", [(f.name, f.dtype) for f in fields])
+        object.__setattr__(self, "_schema", pa.schema([pa.field(f.name, f.dtype.arrow) for f in fields]))
 
     @property
     def features(self) -> list[Field]:
@@ -122,15 +128,15 @@ class OnDemandFeatureView(Definition):
     @property
     def input_names(self) -> list[str]:
         """Names the function reads: stored features by feature name, then request fields."""
-        return [r.partition(":")[2] for r in self.input_refs()] + list(self.request_dtypes)
+        return list(self._inputs)
 
     @property
     def request_dtypes(self) -> dict[str, types.ValueType]:
-        return {f.name: f.dtype for s in self.request_sources for f in s.schema}
+        return dict(self._request)
 
     @property
     def output_schema(self) -> pa.Schema:
-        return pa.schema([pa.field(f.name, f.dtype.arrow) for f in self.schema])
+        return self._schema  # type: ignore[no-any-return]
 
     def transform_arrow(self, table: pa.Table) -> pa.Table:
         """The view's features for each row of ``table``, in order.
@@ -140,35 +146,61 @@ class OnDemandFeatureView(Definition):
         per input row. A failure of the function raises ``OnDemandError``
         naming this view; a missing or mistyped input raises ``InputError``.
         """
-        names = self.input_names
-        missing = [n for n in names if n not in table.column_names]
+        self._check_inputs(table.column_names)
+        if table.num_rows == 0:
+            return self._schema.empty_table()
+        req = self._request
+        cols = []
+        for k in self._inputs:
+            c = table.column(k)
+            cols.append(types.to_array(c, req[k], k) if k in req and c.type != req[k].arrow else c)
+        if self.mode == "pandas":
+            return self._run_pandas(pa.Table.from_arrays(cols, names=self._inputs))
+        out = self._run_python([c.to_pylist() for c in cols], table.num_rows)
+        return pa.Table.from_arrays([pa.array(out[name], dtype.arrow) for name, dtype in self._outputs],
+                                    schema=self._schema)
+
+    def transform_columns(self, columns: dict[str, list[Any]], n: int) -> dict[str, list[Any]]:
+        """The same as ``transform_arrow`` on plain Python columns (the serving path for
+        a few rows: no Arrow round trip in mode "python"). ``n`` is the number of rows."""
+        self._check_inputs(columns)
+        if n == 0:
+            return {name: [] for name, _ in self._outputs}
+        if self.mode == "pandas":
+            table = pa.table({k: types.to_array(columns[k], self._request[k], k) if k in self._request
+                              else pa.array(columns[k]) for k in self._inputs})
+            return self._run_pandas(table).to_pydict()  # type: ignore[no-any-return]
+        req = self._request
+        cols = [[types.coerce_value(v, req[k], k) for v in columns[k]] if k in req else columns[k]
+                for k in self._inputs]
+        return self._run_python(cols, n)
+
+    def transform_row(self, row: dict[str, Any]) -> dict[str, Any]:
+        """One row in, one row out (any mode). ``row`` holds the inputs by name; the
+        result holds the view's features in their declared types."""
+        out = self.transform_columns({k: [row[k]] for k in self._inputs if k in row}, 1)
+        return {k: v[0] for k, v in out.items()}
+
+    def _check_inputs(self, present: Any) -> None:
+        missing = [n for n in self._inputs if n not in present]
         if missing:
-            req = [n for n in missing if n in self.request_dtypes]
+            req = [n for n in missing if n in self._request]
             hint = (
                 f" Request fields {req} come from request_context when serving and from the entity frame's"
                 " columns when training." if req else ""
             )
             raise InputError(f"on-demand feature view {self.name!r} needs inputs {missing}.{hint}")
-        inputs = types.coerce_columns(table.select(names), self.request_dtypes)
-        if inputs.num_rows == 0:
-            return self.output_schema.empty_table()
-        if self.mode == "pandas":
-            return self._run_pandas(inputs)
-        rows = inputs.to_pylist()
-        return self._rows_to_table([self._call(r) for r in rows])
 
-    def transform_row(self, row: dict[str, Any]) -> dict[str, Any]:
-        """One row in, one row out (the per-row path; any mode). ``row`` holds the inputs
-        by name; the result holds the view's features in its declared types."""
-        missing = [n for n in self.input_names if n not in row]
-        if missing:
-            raise InputError(f"on-demand feature view {self.name!r} needs inputs {missing}")
-        req = self.request_dtypes
-        args = {n: types.coerce_value(row[n], req[n], n) if n in req else row[n] for n in self.input_names}
-        if self.mode == "pandas":
-            return self._run_pandas(pa.Table.from_pylist([args])).to_pylist()[0]
-        out = self._call(args)
-        return {f.name: self._coerce_out(f, [out[f.name]]).to_pylist()[0] for f in self.schema}
+    def _run_python(self, cols: list[list[Any]], n: int) -> dict[str, list[Any]]:
+        names = self._inputs
+        outs = [self._call(dict(zip(names, vals, strict=True))) for vals in zip(*cols, strict=True)]
+        result: dict[str, list[Any]] = {}
+        for name, dtype in self._outputs:
+            try:
+                result[name] = [types.coerce_value(o[name], dtype, name) for o in outs]
+            except InputError as e:
+                raise OnDemandError(f"on-demand feature view {self.name!r}: output {e}") from None
+        return result
 
     def _call(self, arg: Any) -> Any:
         try:
@@ -180,14 +212,10 @@ class OnDemandFeatureView(Definition):
         if self.mode == "python":
             if not isinstance(out, dict):
                 raise OnDemandError(f"on-demand feature view {self.name!r}: its function must return a dict, got {type(out).__name__}")
-            absent = [f.name for f in self.schema if f.name not in out]
+            absent = [name for name, _ in self._outputs if name not in out]
             if absent:
                 raise OnDemandError(f"on-demand feature view {self.name!r}: its function returned no {absent}")
         return out
-
-    def _rows_to_table(self, outs: list[dict[str, Any]]) -> pa.Table:
-        cols = [self._coerce_out(f, [o[f.name] for o in outs]) for f in self.schema]
-        return pa.Table.from_arrays(cols, schema=self.output_schema)
 
     def _run_pandas(self, inputs: pa.Table) -> pa.Table:
         import pandas as pd
@@ -198,17 +226,16 @@ class OnDemandFeatureView(Definition):
             got = f"a DataFrame of {len(out)} rows" if isinstance(out, pd.DataFrame) else type(out).__name__
             raise OnDemandError(f"on-demand feature view {self.name!r}: its function must return a DataFrame of "
                                 f"{len(df)} rows, got {got}")
-        absent = [f.name for f in self.schema if f.name not in out.columns]
+        absent = [name for name, _ in self._outputs if name not in out.columns]
         if absent:
             raise OnDemandError(f"on-demand feature view {self.name!r}: its function returned no columns {absent}")
-        cols = [self._coerce_out(f, pa.array(out[f.name], from_pandas=True)) for f in self.schema]
-        return pa.Table.from_arrays(cols, schema=self.output_schema)
-
-    def _coerce_out(self, f: Field, values: Any) -> pa.Array:
-        try:
-            return types.to_array(values, f.dtype, f.name)
-        except InputError as e:
-            raise OnDemandError(f"on-demand feature view {self.name!r}: output {e}") from None
+        cols = []
+        for name, dtype in self._outputs:
+            try:
+                cols.append(types.to_array(pa.array(out[name], from_pandas=True), dtype, name))
+            except InputError as e:
+                raise OnDemandError(f"on-demand feature view {self.name!r}: output {e}") from None
+        return pa.Table.from_arrays(cols, schema=self._schema)
 
     def to_spec(self) -> dict[str, Any]:
         return {
