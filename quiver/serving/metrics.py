@@ -23,6 +23,7 @@ _BUCKETS = (0.0005, 0.001, 0.002, 0.003, 0.005, 0.0075, 0.01, 0.025, 0.05, 0.1, 
 class ServerMetrics:
     def __init__(self, routes: Iterable[str]) -> None:
         self.routes = frozenset(routes)
+        self._children = {}
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter("quiver_http_requests", "HTTP requests answered", ["route", "method", "status"],
                                 registry=self.registry)
@@ -44,13 +45,24 @@ class ServerMetrics:
     def reads(self, views: Iterable[str], n: int) -> None:
         self.entities.observe(n)
         for v in views:
-            self.view_reads.labels(v).inc(n)
+            self._child(self.view_reads, v).inc(n)
+
+    _children: dict[tuple[Any, ...], Any]
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """A labelled child, looked up once (``labels()`` takes a lock on every call)."""
+        key = (id(metric), *labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     def wrap(self, app: Any) -> Any:
         """An ASGI app that records count and latency of each HTTP request to ``app``."""
         routes = self.routes
         requests = self.requests
         latency = self.latency
+        child = self._child
 
         async def asgi(scope: dict[str, Any], receive: Any, send: Any) -> None:
             if scope["type"] != "http":
@@ -70,7 +82,7 @@ class ServerMetrics:
             finally:
                 path = scope["path"]
                 route = path if path in routes else "other"
-                requests.labels(route, scope["method"], str(status)).inc()
-                latency.labels(route).observe(time.perf_counter() - start)
+                child(requests, route, scope["method"], str(status)).inc()
+                child(latency, route).observe(time.perf_counter() - start)
 
         return asgi
