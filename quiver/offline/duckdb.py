@@ -117,7 +117,7 @@ class DuckDBEngine:
         if where:
             q += " WHERE " + " AND ".join(where)
         cur = self.cursor()
-        return cur.sql(q, params=params).to_arrow_reader()  # type: ignore[no-any-return]
+        return cur.sql(q, params=params).to_arrow_reader()
 
     # -- events (push and streams) ----------------------------------------------------
 

@@ -73,7 +73,7 @@ class SavedDataset:
         return str(self.metadata["entity_fingerprint"])
 
     def to_arrow(self) -> pa.Table:
-        return self._engine.read_dataset(self.path)  # type: ignore[no-any-return]
+        return self._engine.read_dataset(self.path)
 
     def to_pandas(self) -> pd.DataFrame:
         return self.to_arrow().to_pandas()

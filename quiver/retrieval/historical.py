@@ -53,7 +53,7 @@ def entity_table(entity_df: Any, engine: OfflineEngine) -> pa.Table:
     if module == "pandas":
         return pa.Table.from_pandas(entity_df, preserve_index=False)
     if module == "polars":
-        return entity_df.to_arrow()  # type: ignore[no-any-return]
+        return entity_df.to_arrow()
     raise InputError(
         f"entity rows of type {type(entity_df).__name__} are not supported; pass a pandas or polars DataFrame, "
         "a pyarrow Table, a Parquet path or an SQL query"
@@ -64,7 +64,7 @@ def _utc(col: pa.ChunkedArray) -> pa.ChunkedArray:
     t = col.type
     if pa.types.is_timestamp(t) and t.unit == "ns":  # pandas: drop the nanoseconds before the checked cast
         col = col.cast(pa.timestamp("us", tz=t.tz), safe=False)
-    return to_timestamp_array(col, ENTITY_TS)  # type: ignore[return-value]
+    return to_timestamp_array(col, ENTITY_TS)
 
 
 def prepare_entities(table: pa.Table) -> EntityInput:
