@@ -103,6 +103,13 @@ def online(store: FeatureStore) -> None:
     console.print(f"statuses: {resp.statuses}")
 
 
+def fraud_model(store: FeatureStore) -> None:
+    step("7. The fraud model end to end: train, score, check skew, break things, catch them")
+    from quiver.examples import fraud_model as example
+
+    example.run(store, console)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     folder = Path(argv[0] if argv else "demo-repo")
@@ -113,6 +120,7 @@ def main(argv: list[str] | None = None) -> int:
         training_set(store)
         materialize(store)
         online(store)
+        fraud_model(store)
     return 0
 
 
