@@ -135,7 +135,8 @@ def rows_to_events(
         for i, v in enumerate(vals):
             if v is not None and (isinstance(v, bool) or not isinstance(v, int | float)) and i not in bad:
                 bad[i] = f"wrong type for {c!r}: {type(v).__name__} {v!r}, expected a number"
-    for c in other:
+    seen = set().union(*rows) if rows else set()  # every field goes offline, not only those the views use
+    for c in [*other, *sorted(seen - set(keys) - set(numeric) - set(other) - {ts_name})]:
         cols[c] = [r.get(c) for r in rows]
     good = [i for i in range(len(rows)) if i not in bad]
     dead = []
