@@ -1,9 +1,13 @@
 """``quiver serve``: the feature server on an ASGI server.
 
-granian is the default: measured on this 2-core machine against uvicorn with
-uvloop and httptools (see bench/serving.py and the README), it answered more
-requests per second at a lower p99. uvicorn stays available with
-``--server uvicorn``. The app is built inside each worker by a loader that
+granian is the default, by measurement (bench/serving.py, wrk, one worker, on
+this 2-core machine shared with other work): on the bare floor endpoint at the
+lowest load seen, granian answered 2,877 req/s (1 connection) and 8,987 req/s
+(16) against uvicorn+uvloop+httptools' 2,007 and 8,044, with a slightly worse
+p99; on the full fraud_model request the two were within noise of each other
+(interleaved runs: 1,197 vs 1,183 and 867 vs 577 req/s at 16 connections).
+The choice matters less than the read path itself; uvicorn stays available
+with ``--server uvicorn``. The app is built inside each worker by a loader that
 carries the repository path, so no environment variable is set.
 """
 
