@@ -15,7 +15,7 @@ import glob
 import os
 import threading
 import uuid
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
 
 import duckdb
@@ -147,7 +147,7 @@ class DuckDBEngine:
             part = table.filter(pc.equal(days, day))
             d = base / f"date={day}"
             d.mkdir(parents=True, exist_ok=True)
-            name = f"{datetime.now().strftime('%H%M%S')}-{uuid.uuid4().hex}"
+            name = f"{datetime.now(UTC):%H%M%S}-{uuid.uuid4().hex}"
             tmp = d / f".{name}.tmp"
             pq.write_table(part, tmp)
             os.replace(tmp, d / f"{name}.parquet")

@@ -96,6 +96,19 @@ def same(got: Any, want: Any) -> bool:
     return bool(got == want)
 
 
+def assert_same(a: pa.Table, b: pa.Table) -> None:
+    """Cold and warm results agree: exactly, except float aggregates in the last bits
+    (a sum or a standard deviation depends on the order the engine adds values in)."""
+    assert a.schema == b.schema and a.num_rows == b.num_rows
+    for name in a.column_names:
+        x, y = a[name].to_pylist(), b[name].to_pylist()
+        if pa.types.is_floating(a.schema.field(name).type):
+            assert all((p is None and q is None) or (p is not None and q is not None and same(p, q))
+                       for p, q in zip(x, y, strict=True)), (name, x, y)
+        else:
+            assert x == y, (name, x, y)
+
+
 def check(table: pa.Table, ents: list[dict[str, Any]], want: list[dict[str, Any]]) -> None:
     assert table.num_rows == len(ents)
     assert table.schema.field("event_timestamp").type == TS
@@ -127,7 +140,7 @@ def test_engine_matches_reference(snaps, pairs, events, ents, zone, as_known) ->
             check(cold, ents, want)
             compact_all(eng, views)
             warm = training_set(eng, views, refs, frame, as_known=as_known)
-            assert warm.equals(cold)
+            assert_same(warm, cold)
         finally:
             eng.close()
 
@@ -161,7 +174,7 @@ def test_added_and_replaced_files_are_seen(snaps, more_snaps, events, more_event
             cold = training_set(eng, views, refs, frame)
             check(cold, ents, want)
             compact_all(eng, views)
-            assert training_set(eng, views, refs, frame).equals(cold)
+            assert_same(training_set(eng, views, refs, frame), cold)
         finally:
             eng.close()
 
