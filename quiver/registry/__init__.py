@@ -166,7 +166,13 @@ class Registry:
         self.refresh()
         base = self.store.version()
         current = {(o.kind, o.name): (o.version, o.spec) for o in self.store.list()}
-        return make_plan(base, current, desired, remove_missing=remove_missing)
+        plan = make_plan(base, current, desired, remove_missing=remove_missing)
+        adds = [c for c in plan.changes if c.action == "add"]
+        if adds:  # an object removed earlier and defined again continues its version numbers
+            ever = self.store.max_versions()
+            for c in adds:
+                c.new_version = ever.get((c.kind, c.name), 0) + 1
+        return plan
 
     def apply(self, plan: Plan, progress: Callable[[int, int], None] | None = None) -> Plan:
         """Carry out ``plan`` in one transaction; ``ConcurrentApplyError`` if the

@@ -196,6 +196,14 @@ class SQLRegistryStore:
             r = c.execute(q).first()
         return self._row(r) if r else None
 
+    def max_versions(self) -> dict[tuple[str, str], int]:
+        """(kind, name) -> the highest version ever stored, removed objects included."""
+        q = sa.select(objects.c.kind, objects.c.name, sa.func.max(objects.c.version)).group_by(
+            objects.c.kind, objects.c.name
+        )
+        with self._read() as c:
+            return {(k, n): int(v) for k, n, v in c.execute(q)}
+
     def max_version(self, kind: str, name: str) -> int:
         with self._read() as c:
             v = c.execute(

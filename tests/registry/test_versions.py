@@ -119,6 +119,7 @@ def test_remove_keeps_old_versions_readable_and_readd_continues(repo: Repo) -> N
         store.get_feature_view("user_tx")
     assert store.get_feature_view("user_tx", 1).feature_names == ["amount_sum_10m"]
     repo.write()
+    assert _action(store.plan(), "user_tx") == ("add", 2)
     plan = store.apply()
     assert _action(plan, "user_tx") == ("add", 2)
     assert [h["action"] for h in store.registry.history("user_tx", "feature_view")] == ["add", "remove", "add"]
