@@ -13,6 +13,7 @@ join keys, feature names, ``event_timestamp`` and ``created_timestamp``
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
@@ -29,6 +30,7 @@ __all__ = [
     "OfflineEngine",
     "OnlineStore",
     "RegistryStore",
+    "RegistryTransaction",
     "StoredObject",
     "StreamSource",
 ]
@@ -81,7 +83,15 @@ class RegistryStore(Protocol):
 
     def list(self, kind: str | None = None, *, all_versions: bool = False) -> list[StoredObject]: ...
 
+    def max_versions(self) -> dict[tuple[str, str], int]:
+        """(kind, name) -> the highest version ever stored, removed objects included."""
+        ...
+
     def history(self, kind: str | None = None, name: str | None = None) -> list[dict[str, Any]]: ...
+
+    def transaction(self, expected_version: int, user: str) -> AbstractContextManager[RegistryTransaction]:
+        """One apply: all writes commit together, or none when the block raises."""
+        ...
 
     def get_value(self, namespace: str, key: str) -> Any: ...
 
@@ -90,6 +100,24 @@ class RegistryStore(Protocol):
     def list_values(self, namespace: str) -> dict[str, Any]: ...
 
     def close(self) -> None: ...
+
+
+class RegistryTransaction(Protocol):
+    """The writes of one apply; each is also recorded in the registry's history."""
+
+    def put_version(
+        self, kind: str, name: str, spec: dict[str, Any], version_hash: str, diff: Any, action: str = "new_version"
+    ) -> int:
+        """Store the next version of an object (1 when new) as its latest; returns the version."""
+        ...
+
+    def update_metadata(self, kind: str, name: str, spec: dict[str, Any], diff: Any) -> int:
+        """Rewrite owner, description, tags or SLA of the latest version in place."""
+        ...
+
+    def remove(self, kind: str, name: str) -> None:
+        """Retire an object; its versions stay readable."""
+        ...
 
 
 @runtime_checkable
