@@ -94,7 +94,7 @@ class Definition:
         raise AttributeError(f"{self.kind} {getattr(self, 'name', '?')!r} is frozen; build a new one instead")
 
     def __eq__(self, other: object) -> bool:
-        return type(other) is type(self) and other.to_spec() == self.to_spec()  # type: ignore[attr-defined]
+        return type(other) is type(self) and other.to_spec() == self.to_spec()
 
     def __hash__(self) -> int:
         return hash((self.kind, self.name, self.version_hash))

@@ -234,9 +234,9 @@ class RequestSource(Source):
 
 
 def source_from_spec(spec: dict[str, Any]) -> Source:
-    meta = {k: spec.get(k) or d for k, d in (("description", ""), ("owner", ""), ("tags", None))}
+    meta: dict[str, Any] = {k: spec.get(k) or d for k, d in (("description", ""), ("owner", ""), ("tags", None))}
     t = spec["type"]
-    common = {
+    common: dict[str, Any] = {
         "created_timestamp_column": spec.get("created_timestamp_column"),
         "field_mapping": spec.get("field_mapping"),
     }

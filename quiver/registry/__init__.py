@@ -8,6 +8,8 @@ change applied by another process is seen within that time.
 
 from __future__ import annotations
 
+import builtins
+
 import getpass
 import os
 import threading
@@ -137,13 +139,13 @@ class Registry:
             raise NotFoundError(f"{_LABEL[kind]} {name!r} has no version {version}")
         return obj  # type: ignore[no-any-return]
 
-    def names(self, kind: str) -> list[str]:
+    def names(self, kind: str) -> builtins.list[str]:
         return sorted(self._fresh().get(kind, {}))
 
-    def list(self, kind: str) -> list[Definition]:
+    def list(self, kind: str) -> builtins.list[Definition]:
         return [pair[1] for _, pair in sorted(self._fresh().get(kind, {}).items())]
 
-    def list_stored(self, kind: str | None = None) -> list[StoredObject]:
+    def list_stored(self, kind: str | None = None) -> builtins.list[StoredObject]:
         fresh = self._fresh()
         kinds = [kind] if kind else list(_CLASSES)
         return [obj for k in kinds for _, (obj, _) in sorted(fresh.get(k, {}).items())]
@@ -157,12 +159,12 @@ class Registry:
             raise NotFoundError(f"unknown feature view {name!r}.{closest(name, known)}")
         return self.get(kind, name, version)  # type: ignore[return-value]
 
-    def history(self, name: str | None = None, kind: str | None = None) -> list[dict[str, Any]]:
+    def history(self, name: str | None = None, kind: str | None = None) -> builtins.list[dict[str, Any]]:
         return self.store.history(kind, name)  # type: ignore[no-any-return]
 
     # -- plan and apply --------------------------------------------------------------
 
-    def plan(self, desired: list[Definition], *, remove_missing: bool = True) -> Plan:
+    def plan(self, desired: builtins.list[Definition], *, remove_missing: bool = True) -> Plan:
         self.refresh()
         base = self.store.version()
         current = {(o.kind, o.name): (o.version, o.spec) for o in self.store.list()}
@@ -201,7 +203,7 @@ class Registry:
 
     # -- discovery -----------------------------------------------------------------
 
-    def search(self, text: str) -> list[StoredObject]:
+    def search(self, text: str) -> builtins.list[StoredObject]:
         """Objects whose name, description, tags (``key=value``), owner, features,
         join keys or served features mention ``text`` (case-insensitive)."""
         t = text.lower()

@@ -10,6 +10,8 @@ counter moved, someone applied in between and the apply fails cleanly.
 
 from __future__ import annotations
 
+import builtins
+
 import json
 import time
 from collections.abc import Iterator
@@ -92,13 +94,13 @@ def _sqlite_begin(conn: Any) -> None:
 def _dialect_insert(c: Any) -> Any:
     """The dialect's INSERT with ON CONFLICT, where it has one."""
     if c.dialect.name == "sqlite":
-        from sqlalchemy.dialects.sqlite import insert
+        from sqlalchemy.dialects import sqlite
 
-        return insert
+        return sqlite.insert
     if c.dialect.name == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert
+        from sqlalchemy.dialects import postgresql
 
-        return insert
+        return postgresql.insert
     return None
 
 
@@ -211,7 +213,7 @@ class SQLRegistryStore:
             ).scalar()
         return int(v or 0)
 
-    def list(self, kind: str | None = None, *, all_versions: bool = False) -> list[StoredObject]:
+    def list(self, kind: str | None = None, *, all_versions: bool = False) -> builtins.list[StoredObject]:
         q = sa.select(objects).order_by(objects.c.kind, objects.c.name, objects.c.version)
         if kind is not None:
             q = q.where(objects.c.kind == kind)
@@ -220,7 +222,7 @@ class SQLRegistryStore:
         with self._read() as c:
             return [self._row(r) for r in c.execute(q)]
 
-    def history(self, kind: str | None = None, name: str | None = None) -> list[dict[str, Any]]:
+    def history(self, kind: str | None = None, name: str | None = None) -> builtins.list[dict[str, Any]]:
         q = sa.select(history).order_by(history.c.id)
         if kind is not None:
             q = q.where(history.c.kind == kind)
