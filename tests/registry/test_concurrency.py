@@ -145,3 +145,31 @@ def test_the_default_cache_reads_once_and_refreshes(repo: Repo) -> None:
     store.registry.refresh()
     assert store.get_feature_view("user_profile").ttl == timedelta(days=9)
     assert store.get_feature_view("user_profile", 1).ttl == timedelta(days=2)
+
+
+def test_reads_keep_the_cache_while_the_registry_is_unreachable(postgres_server, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import psycopg
+
+    from quiver.errors import TransientError
+
+    url = postgres_server.create_database()
+    repo = Repo(tmp_path / "repo", url)
+    repo.configure(cache_ttl_seconds=0)
+    store = repo.write().store()
+    store.apply()
+    assert store.get_feature_view("user_profile").ttl == timedelta(days=2)
+    db = url.rsplit("/", 1)[1]
+    admin = f"host=127.0.0.1 port={postgres_server.port} user=postgres dbname=postgres"
+    with psycopg.connect(admin, autocommit=True) as c:  # the registry database goes away for new connections
+        c.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS false')
+        c.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = %s", (db,))
+    try:
+        store.registry.store.engine.dispose()
+        assert store.get_feature_view("user_profile").ttl == timedelta(days=2)  # served from the cache
+        with pytest.raises(TransientError, match="not reachable|could not be read|failed"):
+            repo.store().get_feature_view("user_profile")  # a fresh process has no cache to fall back on
+    finally:
+        with psycopg.connect(admin, autocommit=True) as c:
+            c.execute(f'ALTER DATABASE "{db}" ALLOW_CONNECTIONS true')
+    apply_elsewhere(repo.sibling("other").write(ttl_days=4))
+    assert store.get_feature_view("user_profile").ttl == timedelta(days=4)  # and it catches up
