@@ -59,6 +59,7 @@ class KafkaStream:
             "enable.auto.commit": False,
             "auto.offset.reset": "earliest",
             "session.timeout.ms": 6000,
+            "heartbeat.interval.ms": 1000,
             "fetch.queue.backoff.ms": 20,
             "enable.partition.eof": True,
         }

@@ -32,12 +32,15 @@ def _worker(repo: Path, log: Path) -> subprocess.Popen[bytes]:
                             env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[2])})
 
 
-@pytest.mark.parametrize("online", ["sqlite"])
+@pytest.mark.parametrize(("online", "rounds"), [("sqlite", 3), ("redis", 2)])
 def test_sigkilled_worker_neither_loses_nor_double_counts(
-    kafka_broker: KafkaBroker, tmp_path: Path, online: str
+    request: pytest.FixtureRequest, kafka_broker: KafkaBroker, tmp_path: Path, online: str, rounds: int
 ) -> None:
     topic = kafka_broker.create_topic(topic_name("crash"), partitions=2)
-    repo = make_repo(tmp_path / "repo", topic=topic, bootstrap=kafka_broker.bootstrap, stream=STREAM)
+    cfg = "{type: sqlite, path: data/online.db}"
+    if online == "redis":
+        cfg = f"{{type: redis, url: '{request.getfixturevalue('redis_clean_url')}'}}"
+    repo = make_repo(tmp_path / "repo", topic=topic, bootstrap=kafka_broker.bootstrap, stream=STREAM, online=cfg)
     store = FeatureStore(repo)
     store.apply()
     rng = np.random.default_rng(11)
@@ -52,16 +55,24 @@ def test_sigkilled_worker_neither_loses_nor_double_counts(
 
     log = tmp_path / "worker.log"
     kills = 0
-    for _ in range(4):  # start, let it consume for a random while, SIGKILL
+    for _ in range(rounds):  # start, wait until it has written some state, SIGKILL at a random moment after
         proc = _worker(repo, log)
-        time.sleep(float(rng.uniform(1.5, 4.0)))
+        before = sum(store.online.read_offsets(f"{topic}/").values())
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and proc.poll() is None:
+            if sum(store.online.read_offsets(f"{topic}/").values()) > before:
+                break
+            time.sleep(0.02)
+        time.sleep(float(rng.uniform(0, 0.4)))
         if proc.poll() is None:
             os.kill(proc.pid, signal.SIGKILL)
             kills += 1
         proc.wait(10)
+    held = sum(store.online.read_offsets(f"{topic}/").values())
+    assert 0 < held < n, held  # the kills came mid-way
     proc = _worker(repo, log)  # the last one runs to the end of the topic
     assert proc.wait(120) == 0, log.read_text()[-3000:]
-    assert kills >= 2, "the worker finished before it could be killed; produce more events"
+    assert kills >= rounds - 1, "the worker finished before it could be killed; produce more events"
 
     view = store.get_feature_view("user_tx")
     users = list(range(16))
