@@ -18,7 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 from quiver.definitions import Entity, FeatureService, FeatureView, OnDemandFeatureView
-from quiver.definitions._base import Definition
+from quiver.definitions._base import Definition, fingerprint
 from quiver.errors import NotFoundError, TransientError, closest
 from quiver.plan.diff import Plan, make_plan
 from quiver.protocols import StoredObject
@@ -94,7 +94,7 @@ class Registry:
 
     def _build(self, obj: StoredObject) -> Definition:
         local = self._local.get((obj.kind, obj.name))
-        if local is not None and local.version_hash == obj.version_hash:
+        if local is not None and fingerprint(local.to_spec()) == fingerprint(obj.spec):
             return local  # keep the in-process object (its function, not a re-exec'd copy)
         return _CLASSES[obj.kind].from_spec(obj.spec)  # type: ignore[no-any-return]
 

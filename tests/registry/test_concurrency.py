@@ -121,6 +121,10 @@ def test_the_cache_follows_another_process_with_ttl_zero(repo: Repo) -> None:
     apply_elsewhere(repo.sibling("other").write(ttl_days=9))
     assert store.get_feature_view("user_profile").ttl == timedelta(days=9)
     assert store.resolve(["user_profile:credit_limit"]).views[0].view.ttl == timedelta(days=9)
+    # a metadata-only change elsewhere is seen too (not masked by this process's own objects)
+    store.apply()  # back to ttl 2: this process now holds its own definitions in memory
+    apply_elsewhere(repo.sibling("other").write(owner="elsewhere@example.com"))
+    assert store.get_feature_view("user_profile").owner == "elsewhere@example.com"
 
 
 def test_the_default_cache_reads_once_and_refreshes(repo: Repo) -> None:
