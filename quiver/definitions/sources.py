@@ -150,7 +150,7 @@ class KafkaSource(Source):
             "topic": self.topic,
             "bootstrap_servers": self.bootstrap_servers,
             "message_format": self.message_format,
-            "batch_source": self.batch_source.to_spec() if self.batch_source else None,
+            "batch_source": self.batch_source.version_spec() if self.batch_source else None,
             "schema": [f.to_spec() for f in self.schema],
             **self._meta_spec(),
         }
@@ -192,7 +192,7 @@ class PushSource(Source):
     def to_spec(self) -> dict[str, Any]:
         return {
             **self._common_spec(),
-            "batch_source": self.batch_source.to_spec() if self.batch_source else None,
+            "batch_source": self.batch_source.version_spec() if self.batch_source else None,
             "schema": [f.to_spec() for f in self.schema],
             **self._meta_spec(),
         }

@@ -76,6 +76,13 @@ def test_metadata_is_not_part_of_the_version() -> None:
     a, b = view(owner="a", description="x", tags={"t": "1"}), view(owner="b", description="y")
     assert a.version_hash == b.version_hash
     assert view(ttl="1d").version_hash != view(ttl="2d").version_hash
+    # nor is the metadata of the sources a view reads
+    def kafka(desc: str) -> KafkaSource:
+        return KafkaSource(name="tx", topic="tx", description=desc,
+                           batch_source=FileSource(path="data/tx.parquet", description=desc))
+
+    assert view(source=kafka("a")).version_hash == view(source=kafka("b")).version_hash
+    assert view(source=kafka("a")).version_hash != view(source=FileSource(path="data/tx.parquet")).version_hash
 
 
 def test_feature_service_expands_views_and_projections() -> None:
