@@ -154,7 +154,14 @@ class Registry:
         """A feature view or on-demand view by name (for ``view:feature`` references)."""
         fresh = self._fresh()
         kind = "on_demand_feature_view" if name in fresh.get("on_demand_feature_view", {}) else "feature_view"
-        if version is None and name not in fresh.get(kind, {}):
+        if name not in fresh.get(kind, {}):
+            if version is not None:  # a removed view's old versions stay readable
+                try:
+                    return self.get("feature_view", name, version)  # type: ignore[return-value]
+                except NotFoundError:
+                    if not self.store.get("on_demand_feature_view", name, version):
+                        raise
+                    return self.get("on_demand_feature_view", name, version)  # type: ignore[return-value]
             known = self.names("feature_view") + self.names("on_demand_feature_view")
             raise NotFoundError(f"unknown feature view {name!r}.{closest(name, known)}")
         return self.get(kind, name, version)  # type: ignore[return-value]

@@ -118,6 +118,7 @@ def test_remove_keeps_old_versions_readable_and_readd_continues(repo: Repo) -> N
     with pytest.raises(NotFoundError, match="user_tx"):
         store.get_feature_view("user_tx")
     assert store.get_feature_view("user_tx", 1).feature_names == ["amount_sum_10m"]
+    assert store.resolve(["user_tx@1:amount_sum_10m"]).views[0].view.name == "user_tx"  # pinned reads still work
     repo.write()
     assert _action(store.plan(), "user_tx") == ("add", 2)
     plan = store.apply()
