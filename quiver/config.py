@@ -92,7 +92,7 @@ def _registry(fname: str, value: Any) -> tuple[str, dict[str, Any]]:
 
 
 def _check_backend(fname: str, key: str, kind_key: str, name: Any) -> None:
-    if name in BUILTIN[key]:
+    if isinstance(name, str) and name in BUILTIN[key]:
         return  # the common case: no entry-point scan
     names = known(key)
     if not isinstance(name, str) or name not in names:

@@ -45,6 +45,7 @@ def test_defaults_shorthands_and_urls(tmp_path: Path) -> None:
         ("project: p\nonline: {type: redsi}\n", ["'online.type'", "'redsi'", "redis"]),
         ("project: p\noffline: {engine: sprak}\n", ["'offline.engine'", "spark"]),
         ("project: p\noffline: [duckdb]\n", ["'offline'", "mapping"]),
+        ("project: p\nonline: {type: [redis]}\n", ["'online.type'"]),
         ("project: p\nonline: {type: sqlite, path: 3}\n", ["'online.path'"]),
         ("project: p\nregistry: {path: r.db, cache_ttl: 1}\n", ["'registry.cache_ttl'", "cache_ttl_seconds"]),
         ("project: p\nregistry: {path: r.db, cache_ttl_seconds: -1}\n", ["'registry.cache_ttl_seconds'"]),
