@@ -6,6 +6,8 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from quiver import (
     Aggregation,
@@ -21,8 +23,10 @@ from quiver import (
     types,
 )
 from quiver.definitions import FeatureRef
+from quiver.definitions.aggregation import FUNCTIONS
 from quiver.definitions.loader import load_repo
 from quiver.errors import DefinitionError, InputError, QuiverError, RepoLoadError, UnknownTypeError
+from quiver.plan.diff import make_plan
 
 user = Entity(name="user", join_keys=["user_id"])
 src = FileSource(path="data/p.parquet", timestamp_field="event_timestamp")
@@ -229,3 +233,52 @@ def test_loader_rejects_two_objects_with_one_name(tmp_path: Path) -> None:
     (tmp_path / "b.py").write_text(DEFS.format(feature="b"))
     with pytest.raises(DefinitionError, match=r"a.py \(profile\).*b.py \(profile\)"):
         load_repo(tmp_path)
+
+
+# -- properties: specs round-trip, and the plan's verdict matches a direct comparison ------
+
+
+names = st.from_regex(r"[a-z][a-z0-9_]{0,6}", fullmatch=True)
+dtypes = st.sampled_from([*types.PRIMITIVES.values(), types.Array(types.Int64)])
+windows = st.integers(1, 10_000).map(lambda s: timedelta(seconds=s))
+
+
+@st.composite
+def views(draw: st.DrawFn) -> FeatureView:
+    meta = {"owner": draw(st.sampled_from(["", "a@x", "b@x"])), "description": draw(st.sampled_from(["", "d"])),
+            "tags": draw(st.dictionaries(st.sampled_from(["team", "tier"]), st.sampled_from(["1", "2"])))}
+    ttl = draw(st.none() | windows)
+    if draw(st.booleans()):
+        feats = draw(st.lists(names.filter(lambda n: n != "user_id"), min_size=1, max_size=4, unique=True))
+        return FeatureView(name="v", entities=[user], source=src, ttl=ttl,
+                           schema=[Field(n, draw(dtypes)) for n in feats], **meta)
+    aggs = draw(st.lists(st.tuples(names, st.sampled_from(FUNCTIONS), windows), min_size=1, max_size=4,
+                         unique_by=lambda a: (a[0], a[1], a[2])))
+    return FeatureView(name="v", entities=[user], source=src, ttl=ttl,
+                       aggregations=[Aggregation(c, f, w) for c, f, w in aggs], **meta)
+
+
+@settings(max_examples=60, deadline=None)
+@given(views())
+def test_spec_round_trips(v: FeatureView) -> None:
+    again = FeatureView.from_spec(v.to_spec())
+    assert again == v and again.version_hash == v.version_hash and again.features == v.features
+
+
+@settings(max_examples=80, deadline=None)
+@given(views(), views())
+def test_plan_verdict_matches_the_specs(old: FeatureView, new: FeatureView) -> None:
+    import json
+
+    stored = json.loads(json.dumps(old.to_spec()))  # as the registry hands it back
+    (change,) = make_plan(7, {("feature_view", "v"): (3, stored)}, [new]).changes
+    core = {k: v for k, v in new.to_spec().items() if k not in ("owner", "description", "tags")}
+    old_core = {k: v for k, v in old.to_spec().items() if k not in ("owner", "description", "tags")}
+    if new.to_spec() == old.to_spec():
+        assert change.action == "unchanged" and change.diff == {}
+    elif core == old_core:
+        assert change.action == "update_metadata" and change.new_version == 3
+    else:
+        assert change.action == "new_version" and change.new_version == 4 and change.diff
+    for path, (a, b) in change.diff.items():
+        assert a != b, path
