@@ -12,6 +12,7 @@ The helpers at the top (``check_section``, ``python_columns``,
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 import threading
 from collections.abc import Callable, Sequence
@@ -31,13 +32,15 @@ from quiver.timeutil import TIMESTAMP
 if TYPE_CHECKING:
     from quiver.definitions import FeatureView
 
-__all__ = ["SQLiteOnlineStore", "check_section", "python_columns", "rows_to_table", "value_fixer"]
+__all__ = ["SQLiteOnlineStore", "check_section", "micros", "normalized", "python_columns", "rows_to_table", "value_fixer"]
 
 _EV = "__event_us"
 _CR = "__created_us"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BATCH = 50_000
 _MAX_KEYS = 500  # keys per IN (...) query
+_MMAP = 1 << 30  # bytes of the file read through mmap (an upper bound; the file may be smaller)
+_CACHE_KIB = 64 * 1024  # page cache per connection
 
 
 # -- shared by the online stores ---------------------------------------------------
@@ -56,53 +59,67 @@ def check_section(config: RepoConfig, allowed: dict[str, str]) -> dict[str, Any]
     return section
 
 
-def _micros(col: pa.ChunkedArray | pa.Array, what: str) -> list[Any]:
+def micros(col: pa.ChunkedArray | pa.Array, what: str) -> pa.ChunkedArray | pa.Array:
+    """A timestamp (naive = UTC), date or integer column as int64 epoch microseconds."""
     t = col.type
     if pa.types.is_timestamp(t):
-        col = col.cast(pa.timestamp("us", tz=t.tz or "UTC"))
-        return col.cast(pa.int64()).to_pylist()  # type: ignore[no-any-return]
+        return col.cast(pa.timestamp("us", tz=t.tz or "UTC")).cast(pa.int64())
     if pa.types.is_date(t):
-        return col.cast(pa.timestamp("us")).cast(pa.int64()).to_pylist()  # type: ignore[no-any-return]
+        return col.cast(pa.timestamp("us")).cast(pa.int64())
     if pa.types.is_integer(t):
-        return col.cast(pa.int64()).to_pylist()  # type: ignore[no-any-return]
+        return col.cast(pa.int64())
     raise InputError(f"column {what!r} has type {t}; the online store needs a timestamp")
 
 
-def python_columns(view: FeatureView, table: pa.Table, features: Sequence[str]) -> dict[str, list[Any]]:
-    """The columns of a write as Python lists: join keys, features, and the
-    event/created times in epoch microseconds (created defaults to event time).
-    Timestamps become integers and arrays JSON text, so every store writes the same values."""
+def normalized(view: FeatureView, table: pa.Table, features: Sequence[str]) -> pa.Table:
+    """A write, checked and in the stores' common form, still columnar: join keys
+    (dictionaries decoded), features (UnixTimestamp as epoch microseconds, NaN as
+    null, absent ones as nulls), then ``__event_us`` and ``__created_us`` (int64;
+    created defaults to event time). Every store writes the same values."""
     names = set(table.column_names)
     missing = [c for c in [*view.join_keys, EVENT_TS] if c not in names]
     if missing:
         raise InputError(
             f"writing {view.name!r} online: the table lacks columns {missing}; it has {table.column_names}"
         )
-    out: dict[str, list[Any]] = {}
+    if table.column(EVENT_TS).null_count:
+        raise InputError(f"writing {view.name!r} online: {EVENT_TS} has nulls; every row needs an event time")
+    cols: dict[str, Any] = {}
     for k in view.join_keys:
         col = table.column(k)
         if pa.types.is_dictionary(col.type):
             col = col.cast(col.type.value_type)
-        out[k] = _micros(col, k) if pa.types.is_timestamp(col.type) else col.to_pylist()
+        cols[k] = micros(col, k) if pa.types.is_timestamp(col.type) else col
     dtypes = {f.name: f.dtype for f in view.features}
     for f in features:
+        dt = dtypes[f]
         if f not in names:
-            out[f] = [None] * table.num_rows
+            cols[f] = pa.nulls(table.num_rows, pa.int64() if dt.name == "UnixTimestamp" else dt.arrow)
             continue
         col = table.column(f)
-        dt = dtypes[f]
+        if pa.types.is_dictionary(col.type):
+            col = col.cast(col.type.value_type)
         if dt.name == "UnixTimestamp":
-            out[f] = _micros(col, f)
-        elif dt.element is not None:
-            out[f] = [None if v is None else orjson.dumps(v).decode() for v in col.to_pylist()]
-        elif dt.name in ("Float32", "Float64") and pa.types.is_floating(col.type):
-            out[f] = pc.if_else(pc.is_nan(col), None, col).to_pylist()  # NaN is stored as null
-        else:
-            out[f] = col.to_pylist()
-    out[_EV] = _micros(table.column(EVENT_TS), EVENT_TS)
-    out[_CR] = _micros(table.column(CREATED_TS), CREATED_TS) if CREATED_TS in names else out[_EV]
-    if None in out[_EV]:
-        raise InputError(f"writing {view.name!r} online: {EVENT_TS} has nulls; every row needs an event time")
+            col = micros(col, f)
+        elif dt.name in ("Float32", "Float64") and pa.types.is_floating(col.type) and col.null_count < len(col):
+            col = pc.if_else(pc.is_nan(col), pa.scalar(None, col.type), col)  # NaN is stored as null
+        cols[f] = col
+    cols[_EV] = micros(table.column(EVENT_TS), EVENT_TS)
+    cols[_CR] = micros(table.column(CREATED_TS), CREATED_TS) if CREATED_TS in names else cols[_EV]
+    return pa.table(cols)
+
+
+def python_columns(view: FeatureView, table: pa.Table, features: Sequence[str]) -> dict[str, list[Any]]:
+    """The columns of a write as Python lists (arrays as JSON text): what SQLite binds."""
+    norm = normalized(view, table, features)
+    dtypes = {f.name: f.dtype for f in view.features}
+    out: dict[str, list[Any]] = {}
+    for name in norm.column_names:
+        values = norm.column(name).to_pylist()
+        dt = dtypes.get(name)
+        if dt is not None and dt.element is not None:
+            values = [None if v is None else orjson.dumps(v).decode() for v in values]
+        out[name] = values
     return out
 
 
@@ -165,6 +182,16 @@ def _sql_type(dtype: types.ValueType) -> str:
     return "TEXT" if dtype.element is not None else _SQL_TYPE[dtype.name]
 
 
+@functools.lru_cache(maxsize=2048)
+def _in_query(head: str, nkeys: int, n: int) -> str:
+    """``head`` + the ``IN`` list for ``n`` keys of ``nkeys`` columns (the same text per size,
+    so the connection's statement cache keeps it prepared)."""
+    if nkeys == 1:
+        return head + "(" + ",".join("?" * n) + ")"
+    row = "(" + ",".join("?" * nkeys) + ")"
+    return head + "(VALUES " + ",".join([row] * n) + ")"
+
+
 class SQLiteOnlineStore:
     """``online: {type: sqlite, path: data/online.db}``."""
 
@@ -192,6 +219,9 @@ class SQLiteOnlineStore:
                                   cached_statements=512)
             con.execute("PRAGMA journal_mode=WAL")
             con.execute("PRAGMA synchronous=NORMAL")
+            # reads through the memory map, not a read() per page; big writes keep their pages cached
+            con.execute(f"PRAGMA mmap_size={_MMAP}")
+            con.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
             self._local.con = con
             with self._lock:
                 self._all.append(con)
@@ -233,6 +263,8 @@ class SQLiteOnlineStore:
             return 0
         self._ensure(view)
         features = view.feature_names
+        # in key order, inserts walk the primary key B-tree left to right
+        table = table.sort_by([(k, "ascending") for k in view.join_keys])
         cols = python_columns(view, table, features)
         names = [*view.join_keys, *features, _EV, _CR]
         t = _q(view.name)
@@ -294,19 +326,18 @@ class SQLiteOnlineStore:
     def _many(
         con: sqlite3.Connection, sql: str, nkeys: int, keys: Sequence[tuple[Any, ...]]
     ) -> list[tuple[Any, ...] | None]:
-        found: dict[tuple[Any, ...], tuple[Any, ...]] = {}
+        found: dict[Any, tuple[Any, ...]] = {}
         for i in range(0, len(keys), _MAX_KEYS):
             chunk = keys[i : i + _MAX_KEYS]
             if nkeys == 1:
-                q = sql + "(" + ",".join("?" * len(chunk)) + ")"
-                params: list[Any] = [k[0] for k in chunk]
+                q = _in_query(sql, 1, len(chunk))
+                found.update({r[0]: r[1:] for r in con.execute(q, [k[0] for k in chunk])})
             else:
-                row = "(" + ",".join("?" * nkeys) + ")"
-                q = sql + "(VALUES " + ",".join([row] * len(chunk)) + ")"
-                params = [v for k in chunk for v in k]
-            for r in con.execute(q, params):
-                found[r[:nkeys]] = r[nkeys:]
+                q = _in_query(sql, nkeys, len(chunk))
+                found.update({r[:nkeys]: r[nkeys:] for r in con.execute(q, [v for k in chunk for v in k])})
         get = found.get
+        if nkeys == 1:
+            return [get(k[0]) for k in keys]
         return [get(k) for k in keys]
 
     def read(self, view: FeatureView, keys: pa.Table, features: Sequence[str]) -> pa.Table:
