@@ -91,10 +91,8 @@ def _timestamp_us(v: Any) -> int:
         raise ValueError
     if isinstance(v, int | float):
         return _epoch_to_us(v)
-    if isinstance(v, str):
-        d = to_utc(v)
-        return (d - datetime(1970, 1, 1, tzinfo=UTC)) // _US
-    raise ValueError
+    d = to_utc(v)  # ISO strings, datetimes (naive = UTC), pandas Timestamps, dates
+    return (d - datetime(1970, 1, 1, tzinfo=UTC)) // _US
 
 
 _US = __import__("datetime").timedelta(microseconds=1)
