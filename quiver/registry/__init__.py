@@ -18,10 +18,10 @@ from collections.abc import Callable
 from typing import Any
 
 from quiver.definitions import Entity, FeatureService, FeatureView, OnDemandFeatureView
-from quiver.definitions._base import Definition, fingerprint
+from quiver.definitions._base import METADATA_KEYS, Definition, fingerprint
 from quiver.errors import NotFoundError, TransientError, closest
 from quiver.plan.diff import Plan, make_plan
-from quiver.protocols import StoredObject
+from quiver.protocols import NewVersion, StoredObject
 
 __all__ = ["Registry", "current_user"]
 
@@ -37,6 +37,14 @@ _LABEL = {
     "on_demand_feature_view": "on-demand feature view",
     "feature_service": "feature service",
 }
+
+
+_BATCH = 50  # new versions written per statement group during an apply
+
+
+def _version_hash(spec: dict[str, Any]) -> str:
+    """What ``Definition.version_hash`` gives for the definition of this spec."""
+    return fingerprint({k: v for k, v in spec.items() if k not in METADATA_KEYS})
 
 
 def current_user() -> str:
@@ -189,19 +197,27 @@ class Registry:
         pending = plan.pending
         if pending:
             with self.store.transaction(plan.base_version, current_user()) as txn:
-                for i, ch in enumerate(pending, 1):
-                    if ch.action in ("add", "new_version"):
-                        assert ch.definition is not None and ch.spec is not None
-                        ch.new_version = txn.put_version(
-                            ch.kind, ch.name, ch.spec, ch.definition.version_hash, ch.diff, ch.action
-                        )
-                    elif ch.action == "update_metadata":
-                        assert ch.spec is not None
-                        txn.update_metadata(ch.kind, ch.name, ch.spec, ch.diff)
+                done = 0
+                versions = [c for c in pending if c.action in ("add", "new_version")]
+                for i in range(0, len(versions), _BATCH):  # new versions in batches: few statements each
+                    batch = versions[i : i + _BATCH]
+                    items = [NewVersion(c.kind, c.name, c.spec or {}, _version_hash(c.spec or {}), c.diff, c.action)
+                             for c in batch]
+                    for c, v in zip(batch, txn.put_versions(items), strict=True):
+                        c.new_version = v
+                    done += len(batch)
+                    if progress:
+                        progress(done, len(pending))
+                for ch in pending:
+                    if ch.action == "update_metadata":
+                        txn.update_metadata(ch.kind, ch.name, ch.spec or {}, ch.diff)
                     elif ch.action == "remove":
                         txn.remove(ch.kind, ch.name)
+                    else:
+                        continue
+                    done += 1
                     if progress:
-                        progress(i, len(pending))
+                        progress(done, len(pending))
         for ch in plan.changes:
             if ch.definition is not None:
                 self._local[(ch.kind, ch.name)] = ch.definition
