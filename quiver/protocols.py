@@ -29,6 +29,7 @@ __all__ = [
     "Capabilities",
     "OfflineEngine",
     "OnlineStore",
+    "NewVersion",
     "RegistryStore",
     "RegistryTransaction",
     "StoredObject",
@@ -102,8 +103,24 @@ class RegistryStore(Protocol):
     def close(self) -> None: ...
 
 
+@dataclass(frozen=True)
+class NewVersion:
+    """One object's next version, as an apply writes it."""
+
+    kind: str
+    name: str
+    spec: dict[str, Any]
+    version_hash: str
+    diff: Any = None
+    action: str = "new_version"
+
+
 class RegistryTransaction(Protocol):
     """The writes of one apply; each is also recorded in the registry's history."""
+
+    def put_versions(self, items: Sequence[NewVersion]) -> list[int]:
+        """Store the next version of each object (1 when new) as its latest; returns the versions."""
+        ...
 
     def put_version(
         self, kind: str, name: str, spec: dict[str, Any], version_hash: str, diff: Any, action: str = "new_version"
