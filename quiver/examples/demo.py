@@ -9,6 +9,8 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -103,11 +105,87 @@ def online(store: FeatureStore) -> None:
     console.print(f"statuses: {resp.statuses}")
 
 
-def fraud_model(store: FeatureStore) -> None:
-    step("7. The fraud model end to end: train, score, check skew, break things, catch them")
+STREAM_FEATURES = ["user_tx:amount_count_10m", "user_tx:amount_sum_10m", "user_tx:amount_count_1d"]
+
+
+def streaming(store: FeatureStore) -> None:
+    step("7. Streaming features: window aggregates kept fresh online by pushed events")
+    now = datetime.now(UTC)
+    t0 = time.perf_counter()
+    store.backfill("user_tx", now - timedelta(days=2), now, online=True)
+    console.print(f"quiver backfill user_tx --online: state rebuilt from the offline events in {time.perf_counter() - t0:.2f}s")
+    before = store.get_online_features(features=STREAM_FEATURES, entity_rows=[{"user_id": 1}]).to_dict()
+    # events that happen now, after the first read: a later read counts them, and so does training at that time
+    now = datetime.now(UTC)
+    rows = [{"tx_id": 10_000_000 + i, "user_id": 1, "merchant_id": 3, "amount": a,
+             "event_timestamp": now + timedelta(microseconds=i), "created_timestamp": now}
+            for i, a in enumerate((12.5, 80.0, 7.25))]
+    store.push("transactions", rows)
+    after = store.get_online_features(features=STREAM_FEATURES, entity_rows=[{"user_id": 1}]).to_dict()
+    for f in STREAM_FEATURES:
+        name = f.split(":")[1]
+        console.print(f"  user 1 {name:<18} before push {before[name][0]!s:>8}   after 3 pushed events {after[name][0]!s:>8}")
+
+
+@contextmanager
+def feature_server(store: FeatureStore) -> Iterator[str]:
+    """``quiver serve`` in a child process on a free loopback port, stopped on exit."""
+    import socket
+    import subprocess
+
+    import httpx
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    cmd = [sys.executable, "-c", "from quiver.cli import main; main()", "-r", str(store.repo_path),
+           "serve", "--host", "127.0.0.1", "--port", str(port)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        for _ in range(300):  # up to 30 s
+            try:
+                if httpx.get(f"{url}/health", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if proc.poll() is not None:
+                raise RuntimeError(f"quiver serve exited with code {proc.returncode}")
+            time.sleep(0.1)
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def serving(store: FeatureStore, url: str) -> None:
+    step(f"8. The feature server: quiver serve on {url}")
+    import httpx
+
+    body = {"feature_service": "fraud_model", "entities": {"user_id": [1, 2], "merchant_id": [3, 7]},
+            "request_context": {"amount": [250.0, 12.0], "lat": [48.85, 40.71], "lon": [2.35, -74.0]}}
+    t0 = time.perf_counter()
+    resp = httpx.post(f"{url}/v1/features", json=body, timeout=30)
+    took = (time.perf_counter() - t0) * 1000
+    resp.raise_for_status()
+    console.print(f"POST /v1/features (fraud_model, 2 users, with on-demand features): {took:.1f} ms")
+    out = resp.json()
+    t = Table("user_id", *out["feature_names"])
+    for uid, r in zip(out["entities"]["user_id"], out["results"], strict=True):
+        t.add_row(str(uid), *(f"{v:.4g}" if isinstance(v, float) else str(v) for v in r["values"]))
+    console.print(t)
+    console.print(f"windows evaluated at {out['evaluated_at']}; statuses all present: "
+                  f"{all(s == 'present' for r in out['results'] for s in r['statuses'])}")
+
+
+def fraud_model(store: FeatureStore, url: str) -> None:
+    step("9. The fraud model end to end: train, score through the server, check skew, break things, catch them")
     from quiver.examples import fraud_model as example
 
-    example.run(store, console)
+    example.run(store, console, server_url=url)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -120,7 +198,10 @@ def main(argv: list[str] | None = None) -> int:
         training_set(store)
         materialize(store)
         online(store)
-        fraud_model(store)
+        streaming(store)
+        with feature_server(store) as url:
+            serving(store, url)
+            fraud_model(store, url)
     return 0
 
 

@@ -76,7 +76,11 @@ def score(store: Any, model: Any, n: int = 200, server_url: str | None = None, s
         body = {"feature_service": "fraud_model",
                 "entities": {"user_id": [r["user_id"] for r in rows], "merchant_id": [r["merchant_id"] for r in rows]},
                 "request_context": {k: [r[k] for r in rows] for k in ("amount", "lat", "lon")}}
-        feats = httpx.post(f"{server_url}/v1/features", json=body, timeout=30).json()["features"]
+        resp = httpx.post(f"{server_url}/v1/features", json=body, timeout=30)
+        resp.raise_for_status()
+        out = resp.json()
+        names = out["feature_names"]
+        feats = {name: [r["values"][i] for r in out["results"]] for i, name in enumerate(names)}
     else:
         feats = store.get_online_features(feature_service="fraud_model", entity_rows=rows).to_dict()
     x = np.array([[np.nan if v is None else v for v in feats[c]] for c in model.feature_columns], dtype="float64").T
