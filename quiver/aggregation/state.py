@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import orjson
@@ -33,9 +33,10 @@ from quiver.definitions import FeatureView
 from quiver.definitions.aggregation import Aggregation
 from quiver.errors import InputError
 
-__all__ = ["MERGE_OP", "ReadPlan", "StateLayout", "StateWrite", "entity_keys", "layout"]
+__all__ = ["MERGE_OP", "Cells", "ReadPlan", "StateLayout", "StateWrite", "entity_keys", "layout"]
 
 EVENT_TS = "event_timestamp"
+_FAST = frozenset({"count", "sum", "mean", "stddev", "min", "max"})
 MERGE_OP = {"n": "+", "s": "+", "q": "+", "min": "<", "max": ">", "last": "L", "set": "D"}
 KEY_SEP = "\x1f"
 
@@ -45,10 +46,27 @@ def entity_keys(table: pa.Table, join_keys: Sequence[str]) -> pa.Array:
     missing = [k for k in join_keys if k not in table.column_names]
     if missing:
         raise InputError(f"missing join key column(s) {missing}; the rows have {table.column_names}")
+    simple = all(pa.types.is_integer(table.column(k).type) or pa.types.is_string(table.column(k).type)
+                 for k in join_keys)
+    if simple and table.num_rows <= 64:  # a request's few keys: plain Python is faster than Arrow kernels
+        cols = [table.column(k).to_pylist() for k in join_keys]
+        vals = ["" if v is None else str(v) for v in cols[0]] if len(cols) == 1 else [
+            KEY_SEP.join("" if v is None else str(v) for v in row) for row in zip(*cols)]
+        return pa.array(vals, pa.string())
     parts = [pc.cast(table.column(k), pa.string()) for k in join_keys]
     if len(parts) == 1:
         return pc.fill_null(parts[0], "").combine_chunks()
     return pc.binary_join_element_wise(*parts, KEY_SEP, null_handling="replace", null_replacement="").combine_chunks()
+
+
+class Cells(NamedTuple):
+    """Stored numeric cells as columns (what fast store reads hand to ``fold``)."""
+
+    row: np.ndarray
+    level: np.ndarray
+    tile: np.ndarray
+    stat: np.ndarray
+    val: np.ndarray
 
 
 @dataclass
@@ -72,6 +90,7 @@ class ReadPlan:
     covers: dict[int, W.Cover]  # window (us) -> cover
     tiles: dict[int, list[int]] = field(default_factory=dict)  # level -> sorted tile indices
     raw_buckets: list[int] = field(default_factory=list)
+    _runs: list[tuple[int, int, int]] | None = None
 
     def tile_ranges(self) -> list[tuple[int, int, int]]:
         """(level, first tile, last tile) per level, for range queries."""
@@ -79,6 +98,8 @@ class ReadPlan:
 
     def runs(self) -> list[tuple[int, int, int]]:
         """(level, first, last) of each run of consecutive tiles, for range queries."""
+        if self._runs is not None:
+            return self._runs
         out = []
         for lv, tiles in self.tiles.items():
             start = prev = tiles[0] if tiles else 0
@@ -89,6 +110,7 @@ class ReadPlan:
                 prev = t
             if tiles:
                 out.append((lv, start, prev))
+        self._runs = out
         return out
 
     def groups(self) -> list[tuple[int, int, list[int]]]:
@@ -118,6 +140,7 @@ class StateLayout:
                     types.setdefault(a.column, a.output_dtype().arrow)
         self.value_types: dict[str, pa.DataType] = {c: types.get(c, pa.float64()) for c in self.columns}
         self.numeric = all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in self.value_types.values())
+        self._tile_cache: dict[tuple[tuple[int, int], ...], dict[int, list[int]]] = {}
         self._raw_dtype = np.dtype([("ts", "<i8")] + [(f"c{i}", "<f8") for i in range(len(self.columns))])
 
     # -- expiry ------------------------------------------------------------------
@@ -208,23 +231,33 @@ class StateLayout:
             w = int(a.window.total_seconds() * 1_000_000)
             if w not in covers:
                 covers[w] = W.cover(t - w, t)
-        tiles: dict[int, set[int]] = {}
-        raw: set[int] = set()
-        for c in covers.values():
-            for lv, tl in c.tiles:
-                tiles.setdefault(lv, set()).add(tl)
-            raw.update(b for b, _, _ in c.raw)
-        return ReadPlan(t, aggs, covers, {lv: sorted(s) for lv, s in sorted(tiles.items())}, sorted(raw))
+        key = tuple(c.aligned for c in covers.values())
+        tiles = self._tile_cache.get(key)
+        if tiles is None:
+            acc: dict[int, set[int]] = {}
+            for c in covers.values():
+                for lv, tl in c.tiles:
+                    acc.setdefault(lv, set()).add(tl)
+            tiles = {lv: sorted(ts) for lv, ts in sorted(acc.items())}
+            if len(self._tile_cache) > 256:
+                self._tile_cache.clear()
+            self._tile_cache[key] = tiles
+        raw = sorted({b for c in covers.values() for b, _, _ in c.raw})
+        return ReadPlan(t, aggs, covers, tiles, raw)
 
     def fold(
         self,
         plan: ReadPlan,
         n_keys: int,
-        cells: Sequence[tuple[int, int, int, int, Any, Any]],
+        cells: Sequence[tuple[int, int, int, int, Any, Any]] | Cells,
         raw: Sequence[tuple[int, bytes]],
     ) -> pa.Table:
         """Feature values per key row from stored cells ``(row, level, tile, stat, ts, val)``
         and raw events ``(row, packed)``; an empty window gives count 0 and nulls."""
+        if self.fast(plan):
+            return self._fold_fast(plan, n_keys, cells, raw)
+        if isinstance(cells, Cells):
+            cells = [(int(r), int(lv), int(t), int(st), None, float(v)) for r, lv, t, st, v in zip(*cells)]
         cell_t = self._cell_states(cells)
         if raw:
             rows, payloads = zip(*raw)
@@ -252,6 +285,72 @@ class StateLayout:
                 if int(a.window.total_seconds() * 1_000_000) == w:
                     out[a.name] = F.finalize(merged, a, a.output_dtype().arrow)
         return pa.table({a.name: out[a.name] for a in plan.aggregations})
+
+    def _fold_fast(
+        self,
+        plan: ReadPlan,
+        n_keys: int,
+        cells: Sequence[tuple[int, int, int, int, Any, Any]],
+        raw: Sequence[tuple[int, bytes]],
+    ) -> pa.Table:
+        """The same fold in numpy, for numeric stats that add, or keep a min or max
+        (the common case, and the one request latency depends on)."""
+        if isinstance(cells, Cells):
+            crow, cstat, cval = cells.row, cells.stat, cells.val
+            clv, ctl = cells.level, cells.tile
+        elif cells:
+            rows_c, lv_c, tl_c, st_c, _, val_c = zip(*cells)
+            crow, clv, ctl = (np.asarray(x, dtype="int64") for x in (rows_c, lv_c, tl_c))
+            cstat = np.asarray(st_c, dtype="int64")
+            cval = np.asarray(val_c, dtype="float64")
+        else:
+            crow = clv = ctl = cstat = np.empty(0, "int64")
+            cval = np.empty(0, "float64")
+        if raw:
+            rrow = np.asarray([r for r, _ in raw], dtype="int64")
+            rec = np.frombuffer(b"".join(p for _, p in raw), dtype=self._raw_dtype)
+            rts = rec["ts"]
+        else:
+            rrow = np.empty(0, "int64")
+            rec, rts = None, np.empty(0, "int64")
+        out: dict[str, pa.Array] = {}
+        for w, cov in plan.covers.items():
+            m = np.zeros(len(ctl), dtype=bool)
+            for lv, lo, hi in cov.runs():
+                m |= (clv == lv) & (ctl >= lo) & (ctl <= hi)
+            if rec is not None and cov.raw:
+                rb = rts // W.RAW_BUCKET
+                keep = (rts >= cov.start) & (rts < cov.end)
+                edge = np.zeros(len(rts), dtype=bool)
+                for b, _, _ in cov.raw:
+                    edge |= rb == b
+                keep &= edge
+            else:
+                keep = np.zeros(len(rts), dtype=bool)
+            acc: dict[str, np.ndarray] = {}
+            for i, st in enumerate(self.stats):
+                sel = m & (cstat == i)
+                rv = rec[f"c{self.columns.index(st.column)}"][keep] if rec is not None else np.empty(0)
+                rr = rrow[keep]
+                ok = ~np.isnan(rv)
+                if st.kind in ("n", "s", "q"):
+                    x = None if st.kind == "n" else (rv[ok] if st.kind == "s" else rv[ok] * rv[ok])
+                    a = np.bincount(crow[sel], weights=cval[sel], minlength=n_keys).astype("float64")
+                    acc[st.name] = a + np.bincount(rr[ok], weights=x, minlength=n_keys)
+                else:
+                    fill, fn = (np.inf, np.minimum) if st.kind == "min" else (-np.inf, np.maximum)
+                    a = np.full(n_keys, fill)
+                    fn.at(a, crow[sel], cval[sel])
+                    fn.at(a, rr[ok], rv[ok])
+                    acc[st.name] = a
+            for a in plan.aggregations:
+                if int(a.window.total_seconds() * 1_000_000) == w:
+                    out[a.name] = _finalize_np(a, acc, self.value_types[a.column])
+        return pa.table({a.name: out[a.name] for a in plan.aggregations})
+
+    def fast(self, plan: ReadPlan) -> bool:
+        """Whether ``plan`` folds on the numpy path (numeric stats that add or keep min/max)."""
+        return self.numeric and all(a.function in _FAST for a in plan.aggregations)
 
     def _schema(self) -> pa.Schema:
         fields = [pa.field(F.OWNER, pa.int64())]
@@ -311,3 +410,27 @@ class StateLayout:
         pos[own] = np.arange(len(own))
         idx = pa.array(pos, mask=pos < 0)
         return merged.take(idx)
+
+
+def _finalize_np(agg: Aggregation, acc: dict[str, np.ndarray], value_type: pa.DataType) -> pa.Array:
+    """``functions.finalize`` for numpy accumulators (same rules: empty -> 0 or null)."""
+    c, f = agg.column, agg.function
+    out_type = agg.output_dtype().arrow
+    n = acc.get(f"{c}.n")
+    if f == "count":
+        res = pa.array(np.rint(n).astype("int64"))
+    elif f in ("min", "max"):
+        v = acc[f"{c}.{f}"]
+        res = pa.array(v, mask=np.isinf(v) & ((v > 0) if f == "min" else (v < 0))).cast(value_type, safe=False)
+    else:
+        s = acc[f"{c}.s"]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            if f == "sum":
+                vals, ok = s, n > 0
+            elif f == "mean":
+                vals, ok = s / n, n > 0
+            else:
+                q = acc[f"{c}.q"]
+                vals, ok = np.sqrt(np.maximum((q - s * s / n) / (n - 1), 0.0)), n > 1
+        res = pa.array(vals, mask=~ok)
+    return res if res.type == out_type else res.cast(out_type, safe=False)

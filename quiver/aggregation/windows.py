@@ -12,7 +12,9 @@ however busy the entity is.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import lru_cache
 from datetime import datetime, timedelta
 
 __all__ = ["LEVELS", "RAW_BUCKET", "GROUP", "Cover", "cover", "to_us", "window_bounds"]
@@ -47,8 +49,13 @@ class Cover:
 
     start: int
     end: int
-    tiles: list[tuple[int, int]] = field(default_factory=list)  # (level index, tile index)
+    tiles: Sequence[tuple[int, int]] = ()  # (level index, tile index)
     raw: list[tuple[int, int, int]] = field(default_factory=list)  # (bucket index, lo, hi)
+    aligned: tuple[int, int] = (0, 0)  # the raw-bucket-aligned part [a, b) that the tiles cover
+
+    def runs(self) -> tuple[tuple[int, int, int], ...]:
+        """The tiles as (level, first, last) runs of consecutive indices."""
+        return runs_between(*self.aligned)
 
 
 def _ceil(x: int, s: int) -> int:
@@ -70,8 +77,29 @@ def cover(start: int, end: int) -> Cover:
         out.raw.append((start // RAW_BUCKET, start, a))
     if b < end:
         out.raw.append((end // RAW_BUCKET, b, end))
-    _tiles(a, b, 0, out.tiles)
+    out.tiles = tiles_between(a, b)
+    out.aligned = (a, b)
     return out
+
+
+@lru_cache(maxsize=4096)
+def tiles_between(a: int, b: int) -> tuple[tuple[int, int], ...]:
+    """The tiles covering aligned ``[a, b)`` (cached: reads at nearby times share them)."""
+    acc: list[tuple[int, int]] = []
+    if a < b:
+        _tiles(a, b, 0, acc)
+    return tuple(acc)
+
+
+@lru_cache(maxsize=4096)
+def runs_between(a: int, b: int) -> tuple[tuple[int, int, int], ...]:
+    out: list[tuple[int, int, int]] = []
+    for lv, t in sorted(tiles_between(a, b)):
+        if out and out[-1][0] == lv and out[-1][2] == t - 1:
+            out[-1] = (lv, out[-1][1], t)
+        else:
+            out.append((lv, t, t))
+    return tuple(out)
 
 
 def _tiles(a: int, b: int, level: int, acc: list[tuple[int, int]]) -> None:

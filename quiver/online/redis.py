@@ -432,6 +432,8 @@ return 1
         plan = lay.plan(features, at)
         ents = entity_keys(keys, view.join_keys).to_pylist()
         p = self._agg_prefix(view.name)
+        if lay.fast(plan):
+            return self._read_fast(lay, plan, ents, p)
         groups = plan.groups()
         stats = [(i, s.kind) for i, s in enumerate(lay.stats) if s.kind != "set"]
         sets = [i for i, s in enumerate(lay.stats) if s.kind == "set"]
@@ -495,6 +497,98 @@ return 1
                     raw.extend((r, payload) for r in rows)
                 pos += 1
             cells.extend((r, *c) for r in rows for c in found)
+        return lay.fold(plan, len(ents), cells, raw)
+
+    # KEYS: the tile hashes of one entity, then its raw lists; ARGV: the stat ids, then
+    # (first, last) tile per hash. Returns per hash the values joined by ',' ('nan' when
+    # absent), then each raw list: one round trip, and few bytes to pack per read.
+    _AGG_READ_LUA = """
+local ns = tonumber(ARGV[1])
+local stats = {}
+for j = 1, ns do stats[j] = ARGV[1 + j] end
+local i = 2 + ns
+local nh = tonumber(ARGV[i]); i = i + 1
+local out = {}
+for h = 1, nh do
+  local lo, hi = tonumber(ARGV[i]), tonumber(ARGV[i + 1]); i = i + 2
+  local fields = {}
+  for t = lo, hi do
+    for j = 1, ns do fields[#fields + 1] = string.format('%d:%s', t, stats[j]) end
+  end
+  local vals = redis.call('HMGET', KEYS[h], unpack(fields))
+  for k = 1, #vals do if not vals[k] then vals[k] = 'nan' end end
+  out[h] = table.concat(vals, ',')
+end
+for r = nh + 1, #KEYS do out[r] = redis.call('LRANGE', KEYS[r], 0, -1) end
+return out
+"""
+
+    def _read_fast(self, lay: Any, plan: Any, ents: list[str], p: str) -> pa.Table:
+        """Numeric aggregates: one script call per entity, values parsed by numpy."""
+        import numpy as np
+
+        from quiver.aggregation.state import Cells
+        from quiver.aggregation.windows import GROUP, LEVELS
+
+        stat_ids = [str(i) for i in range(len(lay.stats))]
+        ns = len(stat_ids)
+        runs: list[tuple[int, int, int, int]] = []  # (level, group, lo, hi), split at group ends
+        for lv, lo, hi in plan.runs():
+            per = GROUP[lv] // LEVELS[lv]
+            t = lo
+            while t <= hi:
+                end = min(hi, (t // per + 1) * per - 1)
+                runs.append((lv, t // per, t, end))
+                t = end + 1
+        args = [ns, *stat_ids, len(runs)]
+        for _, _, lo, hi in runs:
+            args += (lo, hi)
+        uniq = list(dict.fromkeys(ents))
+        calls = []
+        for e in uniq:
+            keys = [f"{p}{{{e}}}:{lv}:{g}" for lv, g, _, _ in runs]
+            keys += [f"{p}{{{e}}}:r:{b}" for b in plan.raw_buckets]
+            calls.append((len(keys), *keys, *args))
+        for attempt in (0, 1):  # EVALSHA without redis-py's SCRIPT EXISTS round trip per call
+            sha = getattr(self, "_agg_read_sha", None) or self._client.script_load(self._AGG_READ_LUA)
+            self._agg_read_sha = sha
+            try:
+                if len(calls) == 1:
+                    res = [self._client.execute_command("EVALSHA", sha, *calls[0])]
+                else:
+                    pipe = self._client.pipeline(transaction=False)
+                    for c in calls:
+                        pipe.execute_command("EVALSHA", sha, *c)
+                    res = pipe.execute()
+                break
+            except redis.exceptions.NoScriptError:
+                self._agg_read_sha = None
+                if attempt:
+                    raise
+            except redis.ConnectionError as e:
+                raise TransientError(f"online store {self.url}: {e}; retry when Redis is reachable") from e
+        lens = [(hi - lo + 1) * ns for _, _, lo, hi in runs]
+        tiles = np.concatenate([np.repeat(np.arange(lo, hi + 1, dtype="int64"), ns) for _, _, lo, hi in runs]) \
+            if runs else np.empty(0, "int64")
+        levels = np.repeat(np.asarray([lv for lv, *_ in runs], dtype="int64"), lens)
+        stats = np.tile(np.arange(ns, dtype="int64"), len(tiles) // ns if ns else 0)
+        rows_of: dict[str, list[int]] = {}
+        for r, e in enumerate(ents):
+            rows_of.setdefault(e, []).append(r)
+        parts_row, parts_idx, parts_val = [], [], []
+        raw: list[tuple[int, bytes]] = []
+        for e, out in zip(uniq, res):
+            text = b",".join(out[: len(runs)])
+            vals = np.array(text.split(b","), dtype="float64") if runs else np.empty(0)
+            have = np.flatnonzero(~np.isnan(vals))
+            for r in rows_of[e]:
+                parts_row.append(np.full(len(have), r, dtype="int64"))
+                parts_idx.append(have)
+                parts_val.append(vals[have])
+                raw.extend((r, payload) for lst in out[len(runs):] for payload in lst)
+        idx = np.concatenate(parts_idx) if parts_idx else np.empty(0, "int64")
+        cells = Cells(np.concatenate(parts_row) if parts_row else np.empty(0, "int64"), levels[idx], tiles[idx],
+                      stats[idx], np.concatenate(parts_val) if parts_val else np.empty(0))
         return lay.fold(plan, len(ents), cells, raw)
 
     def delete_aggregates(self, view_name: str) -> None:
