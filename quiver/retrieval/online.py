@@ -24,7 +24,7 @@ from quiver import types
 from quiver.definitions import FeatureView, OnDemandFeatureView
 from quiver.errors import InputError, UnsupportedError
 from quiver.plan.features import FeatureSelection
-from quiver.retrieval.response import NOT_FOUND, OUTSIDE_TTL, PRESENT, OnlineResponse
+from quiver.retrieval.response import OnlineResponse
 
 __all__ = ["OnlinePlan", "OnlineReader", "entity_columns"]
 
@@ -284,28 +284,25 @@ class OnlineReader:
                 keys = list(zip(*(key_cols[i] for i in r.key_index), strict=True))
             lookups.append((r.view, keys, r.features))
         found = iter(self.online.lookup(lookups) if lookups else [])
-        view_rows: list[list[tuple[Any, ...] | None]] = []
-        view_status: dict[str, list[str]] = {}
-        view_events: dict[str, list[int | None]] = {}
+        view_cols: list[list[Any]] = []  # per read: its columns (features..., event time), TTL applied
+        views: dict[str, tuple[list[tuple[Any, ...] | None] | None, int | None]] = {}
         for r in plan.reads:
-            name = r.view.name
             if r.aggregate:
-                rows, status, events = self._aggregates(r, key_cols, n, now)
+                rows = self._aggregates(r, key_cols, n, now)
+                views[r.view.name] = (None, None)
             else:
                 rows = next(found)
-                status, events, rows = _apply_ttl(rows, r.ttl_us, now)
-            view_rows.append(rows)
-            view_status[name] = status
-            view_events[name] = events
-        odfv_out = [self._on_demand(o, view_rows, cols, entity_rows, request_context, n) for o in plan.odfvs]
+                views[r.view.name] = (rows, r.ttl_us)
+                if r.ttl_us is not None:  # TTL at read time: a row older than the ttl is served as null
+                    oldest = now - r.ttl_us
+                    rows = [None if row is None or row[-1] < oldest else row for row in rows]
+            view_cols.append(_columns(rows, len(r.features) + 1))
+        odfv_out = [self._on_demand(o, view_cols, cols, entity_rows, request_context, n) for o in plan.odfvs]
         values: dict[str, list[Any]] = {}
         for name, kind, j, i in plan.outputs:
-            if kind == "v":
-                values[name] = [None if row is None else row[i] for row in view_rows[j]]
-            else:
-                values[name] = odfv_out[j][i]
+            values[name] = list(view_cols[j][i]) if kind == "v" else odfv_out[j][i]
         keys_out = dict(zip(plan.join_keys, key_cols, strict=True))
-        resp = OnlineResponse(keys_out, values, plan.arrow_types, plan.status_of, view_status, view_events)
+        resp = OnlineResponse(keys_out, values, plan.arrow_types, plan.status_of, views, now, n)
         if self.served_log is not None:  # monitoring: sampled and buffered, written off the request path
             self.served_log.log(plan, resp, now)
         return resp
@@ -314,7 +311,7 @@ class OnlineReader:
 
     def _aggregates(
         self, r: _ViewRead, key_cols: list[list[Any]], n: int, now: int
-    ) -> tuple[list[tuple[Any, ...] | None], list[str], list[int | None]]:
+    ) -> list[tuple[Any, ...] | None]:
         read = getattr(self.online, "read_aggregates", None)
         if read is None:
             raise UnsupportedError(
@@ -327,13 +324,13 @@ class OnlineReader:
         at = _EPOCH + timedelta(microseconds=now)
         table = read(r.view, keys, r.features, at)
         cols = [table.column(f).to_pylist() for f in r.features]
-        rows: list[tuple[Any, ...] | None] = list(zip(*cols, strict=True)) if cols else [()] * n
-        return rows, [PRESENT] * n, [now] * n
+        rows: list[tuple[Any, ...] | None] = [(*row, now) for row in zip(*cols, strict=True)] if cols else [(now,)] * n
+        return rows
 
     def _on_demand(
         self,
         run: _OdfvRun,
-        view_rows: list[list[tuple[Any, ...] | None]],
+        view_cols: list[list[Any]],
         key_cols: dict[str, list[Any]],
         entity_rows: Any,
         request_context: dict[str, Any] | None,
@@ -342,7 +339,7 @@ class OnlineReader:
         odfv = run.odfv
         data: dict[str, pa.Array] = {}
         for feat, j, i, arrow_type in run.inputs:
-            data[feat] = pa.array([None if row is None else row[i] for row in view_rows[j]], type=arrow_type)
+            data[feat] = pa.array(list(view_cols[j][i]), type=arrow_type)
         for name in run.request:
             data[name] = pa.array(_request_values(name, odfv.name, entity_rows, request_context, n))
         for k, col in key_cols.items():
@@ -369,28 +366,11 @@ def _request_values(name: str, odfv: str, entity_rows: Any, ctx: dict[str, Any] 
     )
 
 
-def _apply_ttl(
-    rows: list[tuple[Any, ...] | None], ttl_us: int | None, now: int
-) -> tuple[list[str], list[int | None], list[tuple[Any, ...] | None]]:
-    """Statuses and event times of stored rows; rows older than the ttl at read time become None."""
-    if ttl_us is None:
-        status = [NOT_FOUND if r is None else PRESENT for r in rows]
-        return status, [None if r is None else r[-1] for r in rows], rows
-    oldest = now - ttl_us
-    status = []
-    events: list[int | None] = []
-    kept: list[tuple[Any, ...] | None] = []
-    for r in rows:
-        if r is None:
-            status.append(NOT_FOUND)
-            events.append(None)
-            kept.append(None)
-        elif r[-1] < oldest:
-            status.append(OUTSIDE_TTL)
-            events.append(r[-1])
-            kept.append(None)
-        else:
-            status.append(PRESENT)
-            events.append(r[-1])
-            kept.append(r)
-    return status, events, kept
+def _columns(rows: list[tuple[Any, ...] | None], width: int) -> list[Any]:
+    """Rows (None for a missing one) -> ``width`` columns, transposed in C by ``zip``."""
+    if not rows:
+        return [()] * width
+    if None in rows:
+        empty = (None,) * width
+        rows = [empty if r is None else r for r in rows]
+    return list(zip(*rows))

@@ -31,9 +31,13 @@ class OnlineResponse:
     * ``statuses``: per output column, one of ``present``, ``not_found``, ``outside_ttl`` per row.
     * ``event_timestamps``: per view, the event time of the row served (the
       evaluation time for aggregate views; None when not found).
+
+    Statuses and event times are derived, when asked for, from the rows the
+    store returned (``views``: view -> (rows as stored, ttl in microseconds);
+    rows None for an aggregate view) and the read time ``now`` (epoch microseconds).
     """
 
-    __slots__ = ("_keys", "_values", "_types", "_status_of", "_view_status", "_view_events")
+    __slots__ = ("_keys", "_values", "_types", "_status_of", "_views", "_now", "_n")
 
     def __init__(
         self,
@@ -41,22 +45,20 @@ class OnlineResponse:
         values: dict[str, list[Any]],
         types: dict[str, pa.DataType],
         status_of: dict[str, str | None],
-        view_status: dict[str, list[str]],
-        view_events: dict[str, list[int | None]],
+        views: dict[str, tuple[list[tuple[Any, ...] | None] | None, int | None]],
+        now: int,
+        n: int,
     ) -> None:
         self._keys = keys
         self._values = values
         self._types = types
         self._status_of = status_of  # output column -> view whose status it has (None: computed, always present)
-        self._view_status = view_status
-        self._view_events = view_events
+        self._views = views
+        self._now = now
+        self._n = n
 
     def __len__(self) -> int:
-        for col in self._keys.values():
-            return len(col)
-        for col in self._values.values():
-            return len(col)
-        return 0
+        return self._n
 
     def __repr__(self) -> str:
         return f"OnlineResponse({len(self)} rows, features={list(self._values)})"
@@ -73,17 +75,36 @@ class OnlineResponse:
         """Join keys, then features (full names ``view__feature`` when asked for)."""
         return {**self._keys, **self._values}
 
+    def _view_status(self, view: str) -> list[str]:
+        rows, ttl = self._views[view]
+        if rows is None:
+            return [PRESENT] * self._n
+        oldest = None if ttl is None else self._now - ttl
+        return [NOT_FOUND if r is None else OUTSIDE_TTL if oldest is not None and r[-1] < oldest else PRESENT
+                for r in rows]
+
     @property
     def statuses(self) -> dict[str, list[str]]:
-        n = len(self)
+        by_view: dict[str, list[str]] = {}
         out: dict[str, list[str]] = {}
         for name, view in self._status_of.items():
-            out[name] = list(self._view_status[view]) if view is not None else [PRESENT] * n
+            if view is None:
+                out[name] = [PRESENT] * self._n
+                continue
+            if view not in by_view:
+                by_view[view] = self._view_status(view)
+            out[name] = list(by_view[view])
+        return out
+
+    def _view_events(self) -> dict[str, list[int | None]]:
+        out: dict[str, list[int | None]] = {}
+        for view, (rows, _) in self._views.items():
+            out[view] = [self._now] * self._n if rows is None else [None if r is None else r[-1] for r in rows]
         return out
 
     @property
     def event_timestamps(self) -> dict[str, list[datetime | None]]:
-        return {v: [_dt(us) for us in col] for v, col in self._view_events.items()}
+        return {v: [_dt(us) for us in col] for v, col in self._view_events().items()}
 
     def to_arrow(self) -> pa.Table:
         cols: dict[str, pa.Array] = {}
@@ -102,7 +123,6 @@ class OnlineResponse:
             "statuses": self.statuses,
             "event_timestamps": {
                 v: [None if us is None else _dt(us).isoformat() for us in col]  # type: ignore[union-attr]
-                for v, col in self._view_events.items()
+                for v, col in self._view_events().items()
             },
         }
-
