@@ -4,8 +4,9 @@ On the shared fraud workload (``../shared/bench/datagen.py``, generated into
 ``bench-data/<scale>/`` when missing): the labels joined to user_profile (ttl
 2 days) and merchant_stats (ttl 2 hours), all 8 features; then count and sum
 of amount over 10 minutes, 1 hour and 1 day per user. Each measurement runs
-in a fresh process and reports the call's wall time, the whole process's wall
-time and its peak memory (max RSS):
+in a fresh process, ``--repeat`` times interleaved (the machine is shared:
+the best call time is reported), with the call's wall time, the whole
+process's wall time and its peak memory (max RSS):
 
 * ``quiver cold``: a fresh repository, first ``get_historical_features(...).to_arrow()``;
 * ``quiver warm``: after ``materialize`` over the whole range (compacted history);
@@ -20,8 +21,8 @@ time and its peak memory (max RSS):
 
 Run by hand, never in CI::
 
-    .venv/bin/python -m bench.training --scale medium
-    .venv/bin/python -m bench.training --scale medium --feast
+    .venv/bin/python -m bench.training --scale medium --repeat 3
+    .venv/bin/python -m bench.training --scale medium --repeat 3 --feast
 """
 
 from __future__ import annotations
@@ -238,6 +239,7 @@ def main() -> None:
     ap.add_argument("--scale", default="medium", choices=["small", "medium", "large"])
     ap.add_argument("--data-dir", default=str(ROOT / "bench-data"))
     ap.add_argument("--feast", action="store_true", help="also run Feast 0.67 (makes bench/.venv-feast)")
+    ap.add_argument("--repeat", type=int, default=3, help="runs of each measurement; the best call time is kept")
     ap.add_argument("--child")
     ap.add_argument("--data")
     ap.add_argument("--work")
@@ -258,40 +260,41 @@ def main() -> None:
     from quiver import FeatureStore
 
     FeatureStore(repo).apply()
-    results: list[tuple[str, dict[str, Any]]] = []
-
-    def measure(label: str, mode: str, where: Path) -> None:
-        res = run_child(mode, data, where)
-        results.append((label, res))
-        print(f"  {label:<28} call {res['seconds']:6.2f} s   process {res['process_seconds']:6.2f} s   "
-              f"peak {res['peak_mb']:7.0f} MB", flush=True)
-
-    print(f"training-set benchmark, scale {a.scale}, data {data}")
-    measure("floor raw (ASOF+QUALIFY)", "floor-raw", floors)
-    measure("quiver cold", "quiver-cold", repo)
-    measure("floor range join (windows)", "floor-range", floors)
-    measure("quiver windows (cold)", "quiver-windows", repo)
+    results: dict[str, list[dict[str, Any]]] = {}
+    plan = [("floor raw (ASOF+QUALIFY)", "floor-raw", floors), ("quiver cold", "quiver-cold", repo),
+            ("floor range join (windows)", "floor-range", floors), ("quiver windows (cold)", "quiver-windows", repo)]
+    warm = [("floor compacted (ASOF)", "floor-compacted", floors), ("quiver warm", "quiver-warm", repo),
+            ("quiver windows (warm)", "quiver-windows-warm", repo), ("quiver 8 + 6 windows (warm)", "quiver-all", repo)]
+    print(f"training-set benchmark, scale {a.scale}, data {data}, best of {a.repeat} (interleaved)", flush=True)
+    for rep in range(a.repeat):  # the cold measurements first: nothing is compacted yet
+        for label, mode, where in plan:
+            results.setdefault(label, []).append(run_child(mode, data, where))
     run_child("floor-compact-prepare", data, floors)
-    measure("floor compacted (ASOF)", "floor-compacted", floors)
-    measure("quiver materialize (3 views)", "quiver-materialize", repo)
-    measure("quiver warm", "quiver-warm", repo)
-    measure("quiver windows (warm)", "quiver-windows-warm", repo)
-    measure("quiver 8 + 6 windows (warm)", "quiver-all", repo)
+    results["quiver materialize (3 views)"] = [run_child("quiver-materialize", data, repo)]
+    for rep in range(a.repeat):
+        for label, mode, where in warm:
+            results.setdefault(label, []).append(run_child(mode, data, where))
     if a.feast:
         for offline in ("duckdb",) + (("file",) if a.scale == "small" else ()):
-            res = feast(data, offline)
-            label = f"feast 0.67 {offline}"
-            results.append((label, res))
-            if "error" in res:
-                print(f"  {label:<28} failed: {res['error']}")
-            else:
-                print(f"  {label:<28} call {res['seconds']:6.2f} s   process {res['process_seconds']:6.2f} s   "
-                      f"peak {res['peak_mb']:7.0f} MB", flush=True)
-    r = dict(results)
-    print("ratios (call time): "
-          f"cold/raw floor {r['quiver cold']['seconds'] / r['floor raw (ASOF+QUALIFY)']['seconds']:.2f}x, "
-          f"warm/compacted floor {r['quiver warm']['seconds'] / r['floor compacted (ASOF)']['seconds']:.2f}x, "
-          f"windows/range floor {r['quiver windows (cold)']['seconds'] / r['floor range join (windows)']['seconds']:.2f}x")
+            runs = [feast(data, offline) for _ in range(a.repeat)]
+            results[f"feast 0.67 {offline}"] = [r for r in runs if "error" not in r] or runs[:1]
+    best: dict[str, dict[str, Any]] = {}
+    print(f"| {'measurement':<30} | call s (best) | process s | peak MB |")
+    print(f"|{'-' * 32}|--------------:|----------:|--------:|")
+    for label, runs in results.items():
+        if "error" in runs[0]:
+            print(f"| {label:<30} | failed: {runs[0]['error']} |")
+            continue
+        b = best[label] = min(runs, key=lambda r: r["seconds"])
+        peak = max(r["peak_mb"] for r in runs)
+        print(f"| {label:<30} | {b['seconds']:13.2f} | {b['process_seconds']:9.2f} | {peak:7.0f} |")
+    print("ratios (best call times): "
+          f"cold / raw floor {best['quiver cold']['seconds'] / best['floor raw (ASOF+QUALIFY)']['seconds']:.2f}x, "
+          f"warm / compacted floor {best['quiver warm']['seconds'] / best['floor compacted (ASOF)']['seconds']:.2f}x, "
+          f"windows / range-join floor "
+          f"{best['quiver windows (cold)']['seconds'] / best['floor range join (windows)']['seconds']:.2f}x")
+    if "feast 0.67 duckdb" in best:
+        print(f"feast duckdb / quiver warm {best['feast 0.67 duckdb']['seconds'] / best['quiver warm']['seconds']:.2f}x")
     shutil.rmtree(work, ignore_errors=True)
 
 

@@ -20,6 +20,7 @@ import pyarrow as pa
 from quiver import types
 from quiver.definitions import Aggregation, FeatureView
 from quiver.offline.scan import duck_type, ident, lit
+from quiver.plan.retrieval import row_numbers
 
 if TYPE_CHECKING:
     from quiver.offline.duckdb import DuckDBEngine
@@ -107,7 +108,7 @@ def aggregates_at(engine: DuckDBEngine, view: FeatureView, gen: Generation, late
     with engine.cursor() as cur:
         schema = cur.sql(f"SELECT * FROM {events} LIMIT 0").to_arrow_table().schema
         input_types = {c: schema.field(c).type for c in schema.names}
-        cur.register("__latest", latest.append_column("__row", pa.array(range(latest.num_rows), pa.int64())))
+        cur.register("__latest", latest.append_column("__row", row_numbers(latest.num_rows)))
         kcols = ", ".join(ident(k) for k in keys)
         ents = f"(SELECT __row, {kcols}, ?::TIMESTAMPTZ AS __t FROM __latest)"
         cte = window_cte("ents", events, keys, aggs, input_types, row="__row", ts="__t")

@@ -34,10 +34,20 @@ __all__ = [
     "RetrievalPlan",
     "ViewPlan",
     "build_plan",
+    "row_numbers",
 ]
 
 ENTITY_TS = "event_timestamp"
 ROW_ID = "__quiver_row"
+
+
+def row_numbers(n: int) -> pa.Array:
+    """0..n-1 as an int64 Arrow array, built from a NumPy buffer (``pa.array`` on
+    NumPy input would import pandas, a second of start-up for nothing)."""
+    import numpy as np
+    import pyarrow as pa
+
+    return pa.Array.from_buffers(pa.int64(), n, [None, pa.py_buffer(np.arange(n, dtype=np.int64))])
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ import pyarrow.parquet as pq
 from quiver.definitions import FeatureView
 from quiver.errors import InputError, UnsupportedError
 from quiver.plan.features import FeatureSelection
-from quiver.plan.retrieval import ENTITY_TS, ROW_ID, EntityInput, build_plan
+from quiver.plan.retrieval import ENTITY_TS, ROW_ID, EntityInput, build_plan, row_numbers
 from quiver.retrieval.job import RetrievalJob
 from quiver.timeutil import TIMESTAMP, to_timestamp_array, to_utc
 
@@ -82,7 +82,7 @@ def prepare_entities(table: pa.Table) -> EntityInput:
     if ts.null_count:
         raise InputError(f"{ts.null_count} entity rows have no {ENTITY_TS!r}; every row needs a time")
     table = table.set_column(table.schema.get_field_index(ENTITY_TS), ENTITY_TS, ts)
-    table = table.append_column(ROW_ID, pa.array(range(table.num_rows), pa.int64()))
+    table = table.append_column(ROW_ID, row_numbers(table.num_rows))
     return EntityInput(table)
 
 
