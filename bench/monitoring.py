@@ -90,38 +90,67 @@ def pct(xs: list[float], q: float) -> float:
     return s[min(len(s) - 1, int(q * len(s)))] * 1e6
 
 
-def bench_serving(store: Any, calls: int, users: int, merchants: int) -> None:
-    from quiver.monitoring.served_log import served_log_for
+def serve_block(store: Any, rng: random.Random, n: int, users: int, merchants: int) -> list[float]:
+    out = []
+    for _ in range(n):
+        row = [{"user_id": rng.randrange(users), "merchant_id": rng.randrange(merchants)}]
+        t0 = time.perf_counter()
+        store.get_online_features(features=FEATURES, entity_rows=row)
+        out.append(time.perf_counter() - t0)
+    return out
 
-    logger = served_log_for(store.config)
+
+def bench_serving(store: Any, calls: int, users: int, merchants: int, rates: list[float], rounds: int,
+                  scratch: Path) -> None:
+    """Per sample rate, ``rounds`` rounds of one block with the log off and one
+    with it on (order alternating), ``calls / rounds`` calls each. After an on
+    block the log is flushed before the next block starts, so the writer's work
+    stays inside the on blocks. Reported: the median over blocks of each block's
+    p99 (p99 is noisy on a shared machine), and p50 over all calls."""
+    from quiver.monitoring.served_log import ServedLog, served_dir
+
     store.get_online_features(features=FEATURES, entity_rows=[{"user_id": 1, "merchant_id": 1}])
     reader = store.__dict__["_online_reader"]
+    reader.served_log = None
     rng = random.Random(1)
-    on: list[float] = []
-    off: list[float] = []
-    block = 5000
-    for i in range(0, calls * 2, block):
-        samples = on if (i // block) % 2 else off
-        reader.served_log = logger if samples is on else None
-        for _ in range(block):
-            row = [{"user_id": rng.randrange(users), "merchant_id": rng.randrange(merchants)}]
-            t0 = time.perf_counter()
-            store.get_online_features(features=FEATURES, entity_rows=row)
-            samples.append(time.perf_counter() - t0)
-    reader.served_log = logger
-    logger.flush()
-    print(f"serving, 1 entity x 8 features, {len(off)} calls each   p50        p99")
-    print(f"  served log off                              {pct(off, .5):7.1f}us {pct(off, .99):8.1f}us")
-    print(f"  served log on (rate 1.0)                    {pct(on, .5):7.1f}us {pct(on, .99):8.1f}us"
-          f"   p99 {pct(on, .99) / pct(off, .99) - 1:+.1%}, p50 {statistics.median(on) / statistics.median(off) - 1:+.1%}")
-    print(f"  rows logged: {logger.written}, dropped: {logger.dropped}")
+    serve_block(store, rng, 5000, users, merchants)  # warm-up
+    block = max(1000, calls // rounds)
+    print(f"serving, 1 entity x 8 features, {rounds} x {block} calls per state     p50      p99 (median of blocks)")
+    for rate in rates:
+        # rate 1.0 logs into the repo (the skew check reads it); other rates into a scratch folder
+        root = served_dir(store.config) if rate == 1.0 else scratch / f"served-{rate}"
+        logger = ServedLog(root, rate)
+        on: list[list[float]] = []
+        off: list[list[float]] = []
+        for r in range(rounds):
+            for state in ((False, True) if r % 2 == 0 else (True, False)):
+                reader.served_log = logger if state else None
+                (on if state else off).append(serve_block(store, rng, block, users, merchants))
+                reader.served_log = None
+                if state:
+                    logger.flush()
+        logger.close()
+        p99_off = statistics.median(pct(b, .99) for b in off)
+        p99_on = statistics.median(pct(b, .99) for b in on)
+        p50_off = pct([x for b in off for x in b], .5)
+        p50_on = pct([x for b in on for x in b], .5)
+        print(f"  served log off                                    {p50_off:7.1f}us {p99_off:8.1f}us")
+        print(f"  served log on (rate {rate:g})                          {p50_on:7.1f}us {p99_on:8.1f}us"
+              f"   p99 {p99_on / p99_off - 1:+.1%}, p50 {p50_on / p50_off - 1:+.1%}")
+        print(f"    block p99s off: {' '.join(f'{pct(b, .99):.0f}' for b in off)}")
+        print(f"    block p99s on:  {' '.join(f'{pct(b, .99):.0f}' for b in on)}")
+        print(f"    rows logged: {logger.written}, dropped: {logger.dropped}")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", default="medium")
-    ap.add_argument("--calls", type=int, default=100_000)
+    ap.add_argument("--calls", type=int, default=100_000, help="calls per state (log on / off) at each rate")
+    ap.add_argument("--rounds", type=int, default=20, help="on/off blocks per rate")
+    ap.add_argument("--rates", default="1.0,0.1", help="sample rates to serve with")
+    ap.add_argument("--parts", default="profiles,serving,skew")
     args = ap.parse_args()
+    parts = set(args.parts.split(","))
     data = data_dir(args.scale)
     lo, hi = time_range(data)
     from quiver.store import FeatureStore
@@ -132,22 +161,28 @@ def main() -> None:
         (repo / "features.py").write_text(DEFS.replace("{DATA}", str(data)))
         (repo / "quiver.yaml").write_text(
             "project: bench\nregistry: registry.db\noffline: {engine: duckdb, path: offline}\n"
-            "online: {type: sqlite, path: online.db}\nmonitoring: {served_log: {sample_rate: 1.0}}\n")
+            "online: {type: sqlite, path: online.db}\n")
         with FeatureStore(repo) as store:
             store.apply()
-            bench_profiles(store, hi)
-            t0 = time.perf_counter()
-            store.materialize(lo, hi + timedelta(seconds=1))
-            print(f"materialized in {time.perf_counter() - t0:.1f}s")
-            import pyarrow.parquet as pq
+            if "profiles" in parts:
+                bench_profiles(store, hi)
+            if parts & {"serving", "skew"}:
+                t0 = time.perf_counter()
+                store.materialize(lo, hi + timedelta(seconds=1))
+                print(f"materialized in {time.perf_counter() - t0:.1f}s")
+                import pyarrow.parquet as pq
 
-            users = pq.read_metadata(data / "user_profile.parquet").num_rows // 30
-            bench_serving(store, args.calls, users, 5000)
-            t0 = time.perf_counter()
-            rep = store.monitor_skew()
-            dt = time.perf_counter() - t0
-            print(f"skew check over {rep.requests} logged requests: {dt:.2f}s "
-                  f"({'no skew' if rep.ok else 'SKEW'}; {len(rep.features)} features)")
+                users = pq.read_metadata(data / "user_profile.parquet").num_rows // 30
+                rates = [float(r) for r in args.rates.split(",")]
+                if "skew" in parts and 1.0 not in rates:
+                    rates.append(1.0)
+                bench_serving(store, args.calls, users, 5000, rates, args.rounds, Path(tmp))
+            if "skew" in parts:
+                t0 = time.perf_counter()
+                rep = store.monitor_skew()
+                dt = time.perf_counter() - t0
+                print(f"skew check over {rep.requests} logged requests: {dt:.2f}s "
+                      f"({'no skew' if rep.ok else 'SKEW'}; {len(rep.features)} features)")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from quiver.monitoring.served_compact import compact
 from quiver.monitoring.results import FAILING, OK, CheckResult, ResultStore, now_utc
 from quiver.monitoring.served_log import REQUEST_TIME, served_dir, served_log_for
 from quiver.monitoring.tables import quote, sql_list
@@ -120,6 +121,7 @@ def check_skew(store: Any, *, start: Any = None, end: Any = None, limit: int | N
     if logger is not None:
         logger.flush()  # what this process served so far counts too
     root = str(served_dir(store.config))
+    compact(root)  # spool files (what servers logged lately) -> Parquet
     where, params = [], []
     if start is not None:
         where.append(f"{quote(REQUEST_TIME)} >= ?")
