@@ -18,6 +18,7 @@ killed half-way is simply run again.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -74,6 +75,14 @@ def select_views(registry: Any, names: Sequence[str] | None) -> list[FeatureView
     if names:
         return [registry.get("feature_view", n) for n in names]
     return [v for v in registry.list("feature_view") if v.online]
+
+
+def _takes(engine: Any, keyword: str) -> bool:
+    """Whether ``engine.materialize`` accepts ``keyword`` (an optional extension of the protocol)."""
+    try:
+        return keyword in inspect.signature(engine.materialize).parameters
+    except (TypeError, ValueError):
+        return False
 
 
 def _max_created(table: pa.Table) -> datetime | None:
@@ -140,10 +149,15 @@ def _one_view(
         first = BEGINNING
     else:
         first = wm_event
-        if end > wm_event:  # the new event-time range
-            tables.append(offline.materialize(view, wm_event, end))
-        if wm_created is not None:  # rows that arrived since, with an event time already passed
-            tables.append(offline.materialize(view, BEGINNING, wm_event, created_after=wm_created))
+        if wm_created is not None and _takes(offline, "late_after"):
+            # the new event-time range and the rows that arrived since with an event time
+            # already passed, in one scan of the history
+            tables.append(offline.materialize(view, wm_event, max(end, wm_event), late_after=wm_created))
+        else:
+            if end > wm_event:  # the new event-time range
+                tables.append(offline.materialize(view, wm_event, end))
+            if wm_created is not None:  # rows that arrived since, with an event time already passed
+                tables.append(offline.materialize(view, BEGINNING, wm_event, created_after=wm_created))
     total = sum(t.num_rows for t in tables)
     written = 0
     if progress:
