@@ -36,6 +36,11 @@ from quiver.errors import InputError
 __all__ = ["MERGE_OP", "Cells", "ReadPlan", "StateLayout", "StateWrite", "entity_keys", "layout"]
 
 EVENT_TS = "event_timestamp"
+_EMPTY_CELLS = pa.table({"entity": pa.array([], pa.int64()), "level": pa.array([], pa.int64()),
+                         "tile": pa.array([], pa.int64()), "group": pa.array([], pa.int64()),
+                         "stat": pa.array([], pa.int64()), "op": pa.array([], pa.string()),
+                         "ts": pa.array([], pa.int64()), "val": pa.array([], pa.float64()),
+                         "sval": pa.array([], pa.string())})
 _FAST = frozenset({"count", "sum", "mean", "stddev", "min", "max"})
 MERGE_OP = {"n": "+", "s": "+", "q": "+", "min": "<", "max": ">", "last": "L", "set": "D"}
 KEY_SEP = "\x1f"
@@ -71,14 +76,32 @@ class Cells(NamedTuple):
 
 @dataclass
 class StateWrite:
-    """What one batch of events adds to one view's state."""
+    """What one batch of events adds to one view's state, as columns.
+
+    ``table``: entity, level, tile, group, stat, op, ts (for ``last``), val
+    (numeric values) and sval (other values); ``raw_table``: entity, bucket and
+    the packed event. ``cells``/``raw`` give the same as Python tuples."""
 
     view: str
-    cells: list[tuple[Any, ...]]  # (entity, level, tile, stat, op, ts, val)
-    raw: list[tuple[str, int, bytes]]  # (entity, bucket, packed event)
+    table: pa.Table
+    raw_table: pa.Table
     events: int = 0
     max_event_us: int | None = None
     layout: StateLayout | None = None  # for the stores: expiry times
+
+    @property
+    def cells(self) -> list[tuple[Any, ...]]:
+        """(entity, level, tile, stat, op, ts, val) per cell."""
+        t = self.table
+        if t.num_rows == 0:
+            return []
+        cols = [t.column(c).to_pylist() for c in ("entity", "level", "tile", "stat", "op", "ts", "val", "sval")]
+        return [(e, lv, tl, st, op, ts, v if sv is None else sv) for e, lv, tl, st, op, ts, v, sv in zip(*cols)]
+
+    @property
+    def raw(self) -> list[tuple[str, int, bytes]]:
+        t = self.raw_table
+        return list(zip(*(t.column(c).to_pylist() for c in ("entity", "bucket", "payload"))))
 
 
 @dataclass
@@ -133,15 +156,26 @@ class StateLayout:
         self.stat_index = {st.name: i for i, st in enumerate(self.stats)}
         self.columns = list(dict.fromkeys(st.column for st in self.stats))
         self.max_window_us = int(max(a.window for a in view.aggregations).total_seconds() * 1_000_000)
-        types = {}
-        for a in view.aggregations:
-            for kind in F.FUNCTIONS[a.function].stats:
-                if kind in ("min", "max", "last", "set"):
-                    types.setdefault(a.column, a.output_dtype().arrow)
-        self.value_types: dict[str, pa.DataType] = {c: types.get(c, pa.float64()) for c in self.columns}
+        self.value_types: dict[str, pa.DataType] = {c: self._value_type(c) for c in self.columns}
         self.numeric = all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in self.value_types.values())
         self._tile_cache: dict[tuple[tuple[int, int], ...], dict[int, list[int]]] = {}
         self._raw_dtype = np.dtype([("ts", "<i8")] + [(f"c{i}", "<f8") for i in range(len(self.columns))])
+
+    def _value_type(self, column: str) -> pa.DataType:
+        """The type values of ``column`` are kept as: the source schema's when it declares
+        one, else what min/max/last output, else numbers when summed, else text."""
+        declared = {f.name: f.dtype for f in getattr(self.view.source, "schema", ())}
+        if column in declared:
+            return declared[column].arrow
+        aggs = [a for a in self.view.aggregations if a.column == column]
+        for a in aggs:
+            if a.function in ("min", "max", "last"):
+                return a.output_dtype().arrow
+        if any(a.function in ("sum", "mean", "stddev") for a in aggs):
+            return pa.float64()
+        if all(a.function == "count" for a in aggs):
+            return pa.float64()  # only nulls matter
+        return pa.string()
 
     # -- expiry ------------------------------------------------------------------
 
@@ -166,43 +200,71 @@ class StateLayout:
         codes = pc.dictionary_encode(ent)
         idx = codes.indices.to_numpy(zero_copy_only=False).astype("int64")
         names = codes.dictionary.to_pylist()
-        cells: list[tuple[Any, ...]] = []
+        names_arr = codes.dictionary
+        parts: list[pa.Table] = []
         for level, size in enumerate(W.LEVELS):
             tile = t_us // size
             tmin = int(tile.min()) if len(tile) else 0
             span = int(tile.max()) - tmin + 1 if len(tile) else 1
             owner = idx * span + (tile - tmin)
             merged = F.merge_states(F.init_states(events, self.stats, owner, ts), self.stats)
+            if merged.num_rows == 0:
+                continue
             own = merged.column(F.OWNER).to_numpy()
-            ents = [names[i] for i in (own // span).tolist()]
-            tiles = ((own % span) + tmin).tolist()
+            ent_i = own // span
+            tiles = (own % span) + tmin
             for st in self.stats:
-                i = self.stat_index[st.name]
-                op = MERGE_OP[st.kind]
-                vals = merged.column(st.name).to_pylist()
-                if st.kind == "last":
-                    tss = merged.column(st.name + "_ts").to_pylist()
-                    cells.extend((e, level, tl, i, op, tt, v) for e, tl, tt, v in zip(ents, tiles, tss, vals) if v is not None)
-                elif st.kind == "set":
-                    cells.extend((e, level, tl, i, op, None, v) for e, tl, vs in zip(ents, tiles, vals) for v in vs)
-                else:
-                    cells.extend((e, level, tl, i, op, None, v) for e, tl, v in zip(ents, tiles, vals) if v is not None)
-        buckets = (t_us // W.RAW_BUCKET).tolist()
-        raw = list(zip(ent.to_pylist(), buckets, self.pack(events, t_us)))
-        return StateWrite(self.view.name, cells, raw, events.num_rows, int(t_us.max()) if len(t_us) else None, self)
+                col = merged.column(st.name).combine_chunks()
+                rows = np.arange(len(own))
+                tss = None
+                if st.kind == "set":
+                    rows = pc.list_parent_indices(col).to_numpy()
+                    col = pc.list_flatten(col)
+                elif st.kind in ("min", "max", "last"):
+                    rows = np.flatnonzero(pc.is_valid(col).to_numpy(zero_copy_only=False))
+                    col = col.take(pa.array(rows))
+                    if st.kind == "last":
+                        tss = merged.column(st.name + "_ts").combine_chunks().take(pa.array(rows))
+                parts.append(self._cells(ent_i[rows], level, tiles[rows], st, col, tss))
+        table = pa.concat_tables(parts) if parts else _EMPTY_CELLS
+        table = table.set_column(0, "entity", names_arr.take(table.column("entity"))) if table.num_rows else \
+            _EMPTY_CELLS.set_column(0, "entity", pa.array([], pa.string()))
+        raw = pa.table({"entity": ent, "bucket": pa.array(t_us // W.RAW_BUCKET, pa.int64()),
+                        "payload": self.pack_array(events, t_us)})
+        return StateWrite(self.view.name, table, raw, events.num_rows, int(t_us.max()) if len(t_us) else None, self)
 
-    def pack(self, events: pa.Table, t_us: np.ndarray) -> list[bytes]:
+    def _cells(self, ent: np.ndarray, level: int, tiles: np.ndarray, st: F.Stat, col: pa.Array,
+               tss: pa.Array | None) -> pa.Table:
+        n = len(ent)
+        vt = self.value_types[st.column]
+        numeric = st.kind in ("n", "s", "q") or pa.types.is_integer(vt) or pa.types.is_floating(vt)
+        return pa.table({
+            "entity": pa.array(ent, pa.int64()),
+            "level": pa.array(np.full(n, level, dtype="int64")),
+            "tile": pa.array(tiles, pa.int64()),
+            "group": pa.array(tiles * W.LEVELS[level] // W.GROUP[level], pa.int64()),
+            "stat": pa.array(np.full(n, self.stat_index[st.name], dtype="int64")),
+            "op": pa.array([MERGE_OP[st.kind]] * n, pa.string()),
+            "ts": tss.cast(pa.int64()) if tss is not None else pa.nulls(n, pa.int64()),
+            "val": col.cast(pa.float64()) if numeric else pa.nulls(n, pa.float64()),
+            "sval": pa.nulls(n, pa.string()) if numeric else col.cast(pa.string()),
+        })
+
+    def pack_array(self, events: pa.Table, t_us: np.ndarray) -> pa.Array:
         """Each event's time and stat columns as bytes (fixed-width when numeric)."""
         if self.numeric:
             rec = np.empty(len(t_us), dtype=self._raw_dtype)
             rec["ts"] = t_us
             for i, c in enumerate(self.columns):
-                rec[f"c{i}"] = pc.cast(events.column(c), pa.float64()).to_numpy(zero_copy_only=False)
+                col = events.column(c)
+                if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):  # counted only
+                    col = pc.if_else(pc.is_valid(col), 1.0, None)
+                rec[f"c{i}"] = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
             size = self._raw_dtype.itemsize
             fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(size), len(rec), [None, pa.py_buffer(rec.tobytes())])
-            return fixed.to_pylist()  # type: ignore[no-any-return]
+            return fixed.cast(pa.binary())
         cols = [events.column(c).to_pylist() for c in self.columns]
-        return [orjson.dumps(row) for row in zip(t_us.tolist(), *cols)]
+        return pa.array([orjson.dumps(row) for row in zip(t_us.tolist(), *cols)], pa.binary())
 
     def unpack(self, payloads: Sequence[bytes]) -> pa.Table:
         """Packed raw events back to a table (event time in us, stat columns)."""
@@ -216,7 +278,11 @@ class StateLayout:
         rows = [orjson.loads(p) for p in payloads]
         data = {EVENT_TS: pa.array([r[0] for r in rows], pa.int64())}
         for i, c in enumerate(self.columns):
-            data[c] = pa.array([r[i + 1] for r in rows], self.value_types[c])
+            vals = [r[i + 1] for r in rows]
+            try:
+                data[c] = pa.array(vals, self.value_types[c])
+            except (pa.ArrowInvalid, pa.ArrowTypeError):  # e.g. numbers kept as text: Arrow's text form
+                data[c] = pc.cast(pa.array(vals), self.value_types[c])
         return pa.table(data)
 
     # -- read ------------------------------------------------------------------------
@@ -262,7 +328,8 @@ class StateLayout:
         if raw:
             rows, payloads = zip(*raw)
             ev = self.unpack(payloads)
-            raw_states = F.init_states(ev, self.stats, pa.array(rows, pa.int64()), EVENT_TS)
+            rows_arr = self._raw_rows(raw) if self.numeric else np.asarray(rows, dtype="int64")
+            raw_states = F.init_states(ev, self.stats, pa.array(rows_arr, pa.int64()), EVENT_TS)
             raw_ts = ev.column(EVENT_TS).to_numpy()
         else:
             raw_states, raw_ts = None, np.empty(0, "int64")
@@ -307,7 +374,7 @@ class StateLayout:
             crow = clv = ctl = cstat = np.empty(0, "int64")
             cval = np.empty(0, "float64")
         if raw:
-            rrow = np.asarray([r for r, _ in raw], dtype="int64")
+            rrow = self._raw_rows(raw)
             rec = np.frombuffer(b"".join(p for _, p in raw), dtype=self._raw_dtype)
             rts = rec["ts"]
         else:
@@ -347,6 +414,11 @@ class StateLayout:
                 if int(a.window.total_seconds() * 1_000_000) == w:
                     out[a.name] = _finalize_np(a, acc, self.value_types[a.column])
         return pa.table({a.name: out[a.name] for a in plan.aggregations})
+
+    def _raw_rows(self, raw: Sequence[tuple[int, bytes]]) -> np.ndarray:
+        """The key row of every packed record (a payload may hold several, appended)."""
+        size = self._raw_dtype.itemsize
+        return np.repeat(np.asarray([r for r, _ in raw], dtype="int64"), [len(p) // size for _, p in raw])
 
     def fast(self, plan: ReadPlan) -> bool:
         """Whether ``plan`` folds on the numpy path (numeric stats that add or keep min/max)."""

@@ -325,43 +325,42 @@ class RedisOnlineStore:
     # in a set per group. One Lua script merges a batch and records the stream offsets
     # it covers, atomically, so a killed worker neither loses nor double-counts.
 
+    # ARGV[1]: the cells as JSON columns {k, f, o, t, v} plus the keys to expire {ek, em}
+    # and the offsets {ok, ov}; then triples (command, key, value) of raw events.
     _AGG_LUA = """
 local function lt(a, b)
   local x, y = tonumber(a), tonumber(b)
   if x and y then return x < y end
   return a < b
 end
-local n, i = tonumber(ARGV[1]), 2
-for _ = 1, n do
-  local key, f, op, ts, v = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], ARGV[i + 4]
-  i = i + 5
+local d = cjson.decode(ARGV[1])
+local k, f, o, t, v = d.k, d.f, d.o, d.t, d.v
+for i = 1, #k do
+  local op = o[i]
   if op == '+' then
-    redis.call('HINCRBYFLOAT', key, f, v)
+    redis.call('HINCRBYFLOAT', k[i], f[i], v[i])
   elseif op == 'D' then
-    redis.call('SADD', key, f)
+    redis.call('SADD', k[i], f[i])
   else
-    local cur = redis.call('HGET', key, f)
+    local cur = redis.call('HGET', k[i], f[i])
     if op == 'L' then
-      local ct = redis.call('HGET', key, f .. 't')
-      if (not cur) or lt(ct, ts) or (tonumber(ct) == tonumber(ts) and lt(cur, v)) then
-        redis.call('HSET', key, f, v, f .. 't', ts)
+      local ct = redis.call('HGET', k[i], f[i] .. 't')
+      if (not cur) or lt(ct, t[i]) or (tonumber(ct) == tonumber(t[i]) and lt(cur, v[i])) then
+        redis.call('HSET', k[i], f[i], v[i], f[i] .. 't', t[i])
       end
-    elseif (not cur) or (op == '<' and lt(v, cur)) or (op == '>' and lt(cur, v)) then
-      redis.call('HSET', key, f, v)
+    elseif (not cur) or (op == '<' and lt(v[i], cur)) or (op == '>' and lt(cur, v[i])) then
+      redis.call('HSET', k[i], f[i], v[i])
     end
   end
 end
-n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do
-  redis.call('RPUSH', ARGV[i], ARGV[i + 1]); i = i + 2
+for i = 2, #ARGV, 3 do
+  redis.call(ARGV[i], ARGV[i + 1], ARGV[i + 2])
 end
-n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do
-  redis.call('PEXPIREAT', ARGV[i], ARGV[i + 1]); i = i + 2
+for i = 1, #d.ek do
+  redis.call('PEXPIREAT', d.ek[i], d.em[i])
 end
-n = tonumber(ARGV[i]); i = i + 1
-for _ = 1, n do
-  redis.call('HSET', KEYS[1], ARGV[i], ARGV[i + 1]); i = i + 2
+for i = 1, #d.ok do
+  redis.call('HSET', KEYS[1], d.ok[i], d.ov[i])
 end
 return 1
 """
@@ -371,47 +370,89 @@ return 1
 
     def write_aggregates(self, writes: Sequence[Any], offsets: dict[str, int] | None = None,
                          now_us: int | None = None) -> None:
-        """Merge ``StateWrite``s and record ``offsets`` (scope -> next offset) in one script."""
+        """Merge ``StateWrite``s and record ``offsets`` (scope -> next offset) in one script.
+        Keys, fields and values are built by Arrow kernels and cross as one JSON document."""
+        import numpy as np
+        import pyarrow.compute as pc
+
         from quiver.aggregation.windows import GROUP, LEVELS
 
-        args: list[Any] = []
-        ncells = 0
+        cols: dict[str, list[Any]] = {c: [] for c in ("k", "f", "o", "t", "v", "ek", "em", "ok", "ov")}
         raw_args: list[Any] = []
-        expire: dict[str, int] = {}
         for w in writes:
             lay = w.layout
             p = self._agg_prefix(w.view)
-            for e, lv, tl, st, op, ts, v in w.cells:
-                g = tl * LEVELS[lv] // GROUP[lv]
-                if op == "D":
-                    key = f"{p}{{{e}}}:s{lv}:{g}"
-                    args += (key, f"{tl}:{st}:{v}", op, "", "")
-                else:
-                    key = f"{p}{{{e}}}:{lv}:{g}"
-                    args += (key, f"{tl}:{st}", op, "" if ts is None else ts, repr(v) if type(v) is float else v)
-                if key not in expire:
-                    expire[key] = lay.tile_expires_at(lv, tl) // 1000
-                ncells += 1
-            for e, b, payload in w.raw:
-                key = f"{p}{{{e}}}:r:{b}"
-                raw_args += (key, payload)
-                if key not in expire:
-                    expire[key] = lay.raw_expires_at(b) // 1000
-        tail: list[Any] = [len(raw_args) // 2, *raw_args, len(expire)]
-        for k, ms in expire.items():
-            tail += (k, ms)
-        offs = list((offsets or {}).items())
-        tail.append(len(offs))
-        for scope, off in offs:
-            tail += (scope, off)
+            t = w.table
+            if t.num_rows:
+                s = lambda c: pc.cast(t.column(c), pa.string())  # noqa: E731
+                is_set = pc.equal(t.column("op"), "D")
+                lv = pc.if_else(is_set, pc.binary_join_element_wise("s", s("level"), ""), s("level"))
+                key = pc.binary_join_element_wise(p + "{", t.column("entity"), "}:", lv, ":", s("group"), "")
+                val = pc.coalesce(t.column("sval"), s("val"))
+                field = pc.binary_join_element_wise(s("tile"), s("stat"), ":")
+                field = pc.if_else(is_set, pc.binary_join_element_wise(field, val, ":"), field)
+                cols["k"] += key.to_pylist()
+                cols["f"] += field.to_pylist()
+                cols["o"] += t.column("op").to_pylist()
+                cols["t"] += pc.fill_null(s("ts"), "").to_pylist()
+                cols["v"] += pc.fill_null(val, "").to_pylist()
+                level = t.column("level").to_numpy()
+                group = t.column("group").to_numpy()
+                ends = (group + 1) * np.asarray(GROUP)[level] + lay.max_window_us
+                exp = pa.table({"k": key, "e": pa.array(ends // 1000)}).group_by("k").aggregate([("e", "max")])
+                cols["ek"] += exp.column("k").to_pylist()
+                cols["em"] += pc.cast(exp.column("e_max"), pa.string()).to_pylist()
+            raw = w.raw_table
+            if raw.num_rows:
+                self._raw_args(p, lay, raw, raw_args, cols)
+        for scope, off in (offsets or {}).items():
+            cols["ok"].append(scope)
+            cols["ov"].append(str(off))
+        doc = orjson.dumps(cols)
         try:
-            if getattr(self, "_agg_script", None) is None:
-                self._agg_script = self._client.register_script(self._AGG_LUA)
-            self._agg_script(keys=[f"{self.prefix}:__stream_offsets__"], args=[ncells, *args, *tail])
+            sha = getattr(self, "_agg_write_sha", None) or self._client.script_load(self._AGG_LUA)
+            self._agg_write_sha = sha
+            try:
+                self._client.execute_command("EVALSHA", sha, 1, f"{self.prefix}:__stream_offsets__", doc, *raw_args)
+            except redis.exceptions.NoScriptError:
+                self._agg_write_sha = self._client.script_load(self._AGG_LUA)
+                self._client.execute_command("EVALSHA", self._agg_write_sha, 1, f"{self.prefix}:__stream_offsets__",
+                                             doc, *raw_args)
         except redis.ConnectionError as e:
             raise TransientError(f"online store {self.url}: {e}; retry the batch") from e
         except redis.ResponseError as e:
             raise TerminalError(f"online store {self.url}: {e}") from e
+        _ = LEVELS
+
+    @staticmethod
+    def _raw_args(p: str, lay: Any, raw: pa.Table, out: list[Any], cols: dict[str, list[Any]]) -> None:
+        """Raw events: fixed-size records APPENDed per (entity, minute) for numeric views
+        (read back in one GET), else one list element per event."""
+        import numpy as np
+        import pyarrow.compute as pc
+
+        from quiver.aggregation.windows import RAW_BUCKET
+
+        raw = raw.sort_by([("entity", "ascending"), ("bucket", "ascending")])
+        ents = raw.column("entity").to_pylist()
+        buckets = raw.column("bucket").to_numpy()
+        payloads = raw.column("payload").to_pylist()
+        tag, cmd = ("a", "APPEND") if lay.numeric else ("r", "RPUSH")
+        starts = [0]
+        if len(ents) > 1:
+            e_arr = raw.column("entity").combine_chunks()
+            changed = pc.not_equal(e_arr.slice(1), e_arr.slice(0, len(ents) - 1)).to_numpy(zero_copy_only=False)
+            starts += (np.flatnonzero(changed | (buckets[1:] != buckets[:-1])) + 1).tolist()
+        starts.append(len(ents))
+        for i, j in zip(starts[:-1], starts[1:]):
+            key = f"{p}{{{ents[i]}}}:{tag}:{buckets[i]}"
+            if lay.numeric:
+                out += (cmd, key, b"".join(payloads[i:j]))
+            else:
+                for pl in payloads[i:j]:
+                    out += (cmd, key, pl)
+            cols["ek"].append(key)
+            cols["em"].append(str(((int(buckets[i]) + 1) * RAW_BUCKET + lay.max_window_us) // 1000))
 
     def read_offsets(self, prefix: str = "") -> dict[str, int]:
         """The next offset to consume per stream scope (``topic/partition``) the state holds."""
@@ -458,7 +499,10 @@ return 1
                 if sets:
                     pipe.execute_command("SMEMBERS", f"{p}{{{e}}}:s{lv}:{g}")
             for b in plan.raw_buckets:
-                pipe.execute_command("LRANGE", f"{p}{{{e}}}:r:{b}", 0, -1)
+                if lay.numeric:
+                    pipe.execute_command("GET", f"{p}{{{e}}}:a:{b}")
+                else:
+                    pipe.execute_command("LRANGE", f"{p}{{{e}}}:r:{b}", 0, -1)
         try:
             res = pipe.execute()
         except redis.ConnectionError as e:
@@ -493,7 +537,8 @@ return 1
                             found.append((lv, int(tl), int(i), None, float(v) if set_num[int(i)] else v))
                     pos += 1
             for _ in plan.raw_buckets:
-                for payload in res[pos]:
+                got = res[pos]
+                for payload in ([got] if got else []) if lay.numeric else got:
                     raw.extend((r, payload) for r in rows)
                 pos += 1
             cells.extend((r, *c) for r in rows for c in found)
@@ -519,7 +564,7 @@ for h = 1, nh do
   for k = 1, #vals do if not vals[k] then vals[k] = 'nan' end end
   out[h] = table.concat(vals, ',')
 end
-for r = nh + 1, #KEYS do out[r] = redis.call('LRANGE', KEYS[r], 0, -1) end
+for r = nh + 1, #KEYS do out[r] = redis.call('GET', KEYS[r]) or '' end
 return out
 """
 
@@ -547,7 +592,7 @@ return out
         calls = []
         for e in uniq:
             keys = [f"{p}{{{e}}}:{lv}:{g}" for lv, g, _, _ in runs]
-            keys += [f"{p}{{{e}}}:r:{b}" for b in plan.raw_buckets]
+            keys += [f"{p}{{{e}}}:a:{b}" for b in plan.raw_buckets]
             calls.append((len(keys), *keys, *args))
         for attempt in (0, 1):  # EVALSHA without redis-py's SCRIPT EXISTS round trip per call
             sha = getattr(self, "_agg_read_sha", None) or self._client.script_load(self._AGG_READ_LUA)
@@ -585,7 +630,7 @@ return out
                 parts_row.append(np.full(len(have), r, dtype="int64"))
                 parts_idx.append(have)
                 parts_val.append(vals[have])
-                raw.extend((r, payload) for lst in out[len(runs):] for payload in lst)
+                raw.extend((r, blob) for blob in out[len(runs):] if blob)
         idx = np.concatenate(parts_idx) if parts_idx else np.empty(0, "int64")
         cells = Cells(np.concatenate(parts_row) if parts_row else np.empty(0, "int64"), levels[idx], tiles[idx],
                       stats[idx], np.concatenate(parts_val) if parts_val else np.empty(0))

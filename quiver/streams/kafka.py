@@ -119,11 +119,10 @@ class KafkaStream:
         """Messages behind the log end per assigned partition (an estimate on some brokers)."""
         out = {}
         for p in sorted(self.assigned):
-            try:
-                _, high = self._consumer.get_watermark_offsets(ck.TopicPartition(self.topic, p), timeout=0.5,
-                                                               cached=False)
+            try:  # the high watermark the last fetch response carried: no request to the broker
+                _, high = self._consumer.get_watermark_offsets(ck.TopicPartition(self.topic, p), cached=True)
             except ck.KafkaException:
-                continue
+                high = -1
             high = max(high, self.high.get(p, 0))
             out[p] = max(0, high - positions.get(p, 0))
         return out

@@ -1,0 +1,266 @@
+"""Streaming benchmark: Kafka (Tansu) -> stream worker -> Redis aggregation state.
+
+On the shared workload's medium transactions (2M events; generate them with
+``../shared/bench/datagen.py --scale medium --out bench-data``), with event
+times compressed into the 23 hours before now so that every event lands in
+the online state of ``user_tx`` (count and sum over 10m, 1h, 1d):
+
+* **throughput**: one worker consuming the whole topic (JSON parse, offline
+  Parquet, Redis state, offsets), in events/s, beside the floor of a consumer
+  that only reads and parses the messages;
+* **freshness**: event-to-online latency p50/p99 while a producer writes
+  steadily at ``--rate`` events/s (from the message's create time to its state
+  being durable in Redis, as the worker measures it);
+* **reads**: ``read_aggregates`` of the 6 features for the heaviest user, in
+  process, p50/p99, and through ``store.get_online_features``, beside the
+  floor of one raw Redis GET.
+
+Run by hand, never in CI::
+
+    .venv/bin/python bench/streaming.py                       # medium
+    .venv/bin/python bench/streaming.py --scale small --seconds 10
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+DEFS = '''
+from datetime import timedelta
+from quiver import Aggregation, Entity, FeatureView, FileSource, KafkaSource
+user = Entity(name="user", join_keys=["user_id"])
+tx = KafkaSource(name="transactions", topic={topic!r}, bootstrap_servers={bootstrap!r},
+                 batch_source=FileSource(path="data/none/*.parquet"))
+user_tx = FeatureView(name="user_tx", entities=[user], source=tx, aggregations=[
+    Aggregation("amount", f, window=w) for w in (timedelta(minutes=10), timedelta(hours=1), timedelta(days=1))
+    for f in ("count", "sum")])
+'''
+CONSUMER = {"session.timeout.ms": 2000, "heartbeat.interval.ms": 300, "fetch.queue.backoff.ms": 20,
+            "group.protocol": "classic", "enable.partition.eof": True}
+
+
+def pct(xs: list[float], p: float) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
+
+
+def start_redis(d: Path) -> tuple[int, str]:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                    "--dir", str(d), "--pidfile", str(d / "redis.pid"), "--daemonize", "yes"], check=True)
+    time.sleep(0.3)
+    return port, f"redis://127.0.0.1:{port}/0"
+
+
+def messages(path: Path, limit: int | None) -> tuple[list[bytes], list[bytes], Any]:
+    import numpy as np
+    import orjson
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    tx = pq.read_table(path)
+    if limit:
+        tx = tx.slice(0, limit)
+    ts = pc.cast(tx.column("event_timestamp"), "int64").to_numpy()
+    now = int(time.time() * 1e6)
+    span = max(1, int(ts.max() - ts.min()))
+    new = now - 60_000_000 - ((ts.max() - ts) * (23 * 3600e6 / span)).astype("int64")  # into the last 23 h
+    users = tx.column("user_id").to_numpy()
+    amounts = tx.column("amount").to_numpy()
+    merchants = tx.column("merchant_id").to_numpy()
+    vals = [orjson.dumps({"tx_id": i, "user_id": int(u), "merchant_id": int(m), "amount": float(a),
+                          "event_timestamp": int(t) / 1e6})
+            for i, (u, m, a, t) in enumerate(zip(users.tolist(), merchants.tolist(), amounts.tolist(), new.tolist()))]
+    keys = [str(u).encode() for u in users.tolist()]
+    heavy = int(np.bincount(users).argmax())
+    return vals, keys, heavy
+
+
+def produce(bootstrap: str, topic: str, vals: list[bytes], keys: list[bytes]) -> float:
+    from confluent_kafka import Producer
+
+    p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.num.messages": 10000,
+                  "queue.buffering.max.messages": 1_000_000})
+    t = time.perf_counter()
+    for v, k in zip(vals, keys):
+        while True:
+            try:
+                p.produce(topic, value=v, key=k)
+                break
+            except BufferError:
+                p.poll(0.01)
+    p.flush(120)
+    return len(vals) / (time.perf_counter() - t)
+
+
+def floor_consume(bootstrap: str, topic: str, n: int) -> float:
+    """A consumer that only reads and parses: the ceiling any worker can reach here."""
+    import orjson
+    from confluent_kafka import Consumer
+
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"floor-{time.time()}", "auto.offset.reset": "earliest",
+                  "enable.auto.commit": False, **CONSUMER})
+    c.subscribe([topic])
+    got, t0 = 0, None
+    while got < n:
+        msgs = c.consume(5000, 1.0)
+        for m in msgs:
+            if m.error() is None:
+                if t0 is None:
+                    t0 = time.perf_counter()
+                orjson.loads(m.value())
+                got += 1
+    dt = time.perf_counter() - (t0 or time.perf_counter())
+    c.close()
+    return got / dt
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--scale", default="medium")
+    ap.add_argument("--limit", type=int, default=None, help="use only the first N transactions")
+    ap.add_argument("--partitions", type=int, default=4)
+    ap.add_argument("--rate", type=int, default=10_000, help="events/s of the steady producer")
+    ap.add_argument("--seconds", type=int, default=20, help="length of the steady phase")
+    ap.add_argument("--reads", type=int, default=2000)
+    args = ap.parse_args()
+    data = ROOT / "bench-data" / args.scale / "transactions.parquet"
+    if not data.exists():
+        sys.exit(f"no {data}: run  python ../shared/bench/datagen.py --scale {args.scale} --out bench-data")
+
+    from quiver import FeatureStore
+    from quiver.ingest.stream import StreamWorker
+    from tests.fixtures.kafka import KafkaBroker
+
+    tmp = Path(tempfile.mkdtemp(prefix="quiver-bench-stream-"))
+    broker = KafkaBroker(tmp)
+    _, redis_url = start_redis(tmp)
+    try:
+        topic = broker.create_topic("tx-bulk", args.partitions)
+        repo = tmp / "repo"
+        repo.mkdir()
+        (repo / "quiver.yaml").write_text(f"project: bench\nregistry: data/registry.db\n"
+                                         f"online: {{type: redis, url: '{redis_url}'}}\n")
+        (repo / "features.py").write_text(DEFS.format(topic=topic, bootstrap=broker.bootstrap))
+        store = FeatureStore(repo)
+        store.apply()
+        print(f"preparing {data} ...", flush=True)
+        vals, keys, heavy = messages(data, args.limit)
+        n = len(vals)
+        rate = produce(broker.bootstrap, topic, vals, keys)
+        print(f"produced {n:,} messages at {rate:,.0f}/s")
+        floor = floor_consume(broker.bootstrap, topic, n)
+        print(f"floor: read + parse only         {floor:>10,.0f} events/s")
+
+        worker = StreamWorker([store.get_feature_view("user_tx")], store.online, repo / "data/offline",
+                              options={"consumer": CONSUMER, "batch_size": 10_000, "group": "bench"})
+        first: list[float] = []
+        last: list[float] = [0.0]
+        step = worker._step
+
+        def timed(*a: Any) -> int:
+            t = time.perf_counter()
+            got = step(*a)
+            if got:
+                first.append(t) if not first else None
+                last[0] = time.perf_counter()
+            return got
+
+        worker._step = timed  # type: ignore[method-assign]
+        worker.run(idle_exit=1.0)
+        st = worker.status()["sources"]["transactions"]
+        eps = st["events"] / (last[0] - first[0])  # from the first batch to the last (group join excluded)
+        print(f"worker: parse + offline + Redis  {eps:>10,.0f} events/s ({st['events']:,} events, 1 worker)")
+
+        # -- freshness at a steady rate --------------------------------------------------
+        topic2 = broker.create_topic("tx-steady", args.partitions)
+        (repo / "features.py").write_text(DEFS.format(topic=topic2, bootstrap=broker.bootstrap))
+        store.apply()
+        proc = subprocess.Popen([sys.executable, "-c", "from quiver.cli import main; main()", "-r", str(repo),
+                                 "stream", "--group", "bench-steady", "--batch-size", "2000"],
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(4)  # group formation
+        from confluent_kafka import Producer
+
+        p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 2})
+        t0 = time.perf_counter()
+        sent = 0
+        stop = t0 + args.seconds
+        while time.perf_counter() < stop:
+            due = int((time.perf_counter() - t0) * args.rate)
+            while sent < due:
+                i = sent % n
+                p.produce(topic2, value=vals[i], key=keys[i])
+                sent += 1
+            p.poll(0)
+            time.sleep(0.001)
+        p.flush(30)
+        time.sleep(4)  # let the worker catch up and publish its status
+        proc.terminate()
+        proc.wait(30)
+        store.registry.refresh()
+        status = store.stream_status()["workers"]
+        lat = [w["sources"]["transactions"] for w in status.values() if w.get("group") == "bench-steady"]
+        s = max(lat, key=lambda x: x["events"]) if lat else {}
+        print(f"freshness at {args.rate:,}/s: event-to-online p50 {s.get('latency_ms_p50', float('nan')):.0f} ms, "
+              f"p99 {s.get('latency_ms_p99', float('nan')):.0f} ms ({s.get('events', 0):,} events)")
+
+        # -- reads -------------------------------------------------------------------------
+        import pyarrow as pa
+        import redis as redis_py
+
+        view = store.get_feature_view("user_tx")
+        keys_t = pa.table({"user_id": [heavy]})
+        feats = view.feature_names
+        for _ in range(50):
+            store.online.read_aggregates(view, keys_t, feats, datetime.now(UTC))
+        lat_r = []
+        for _ in range(args.reads):
+            t = time.perf_counter()
+            store.online.read_aggregates(view, keys_t, feats, datetime.now(UTC))
+            lat_r.append((time.perf_counter() - t) * 1e3)
+        refs = [f"user_tx:{f}" for f in feats]
+        lat_f = []
+        for _ in range(args.reads):
+            t = time.perf_counter()
+            store.get_online_features(refs, entity_rows=[{"user_id": heavy}])
+            lat_f.append((time.perf_counter() - t) * 1e3)
+        r = redis_py.Redis.from_url(redis_url)
+        r.set("floor-key", b"x" * 100)
+        lat_g = []
+        for _ in range(args.reads):
+            t = time.perf_counter()
+            r.get("floor-key")
+            lat_g.append((time.perf_counter() - t) * 1e3)
+        row = store.online.read_aggregates(view, keys_t, feats, datetime.now(UTC)).to_pylist()[0]
+        print(f"reads, heavy user {heavy} ({row['amount_count_1d']:,} events in 1d), 6 features:")
+        for name, xs in (("read_aggregates", lat_r), ("get_online_features", lat_f), ("floor: raw Redis GET", lat_g)):
+            print(f"  {name:<22} p50 {statistics.median(xs):.3f} ms  p99 {pct(xs, 99):.3f} ms")
+        store.close()
+    finally:
+        broker.stop()
+        pid = (tmp / "redis.pid").read_text().strip() if (tmp / "redis.pid").exists() else ""
+        if pid:
+            subprocess.run(["kill", pid], check=False)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()

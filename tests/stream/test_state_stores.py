@@ -1,0 +1,90 @@
+"""The aggregation state in the real online stores (SQLite, Redis) against the oracle:
+every function, numeric and text columns, batches out of order, reads at several times."""
+
+from __future__ import annotations
+
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pytest
+
+from quiver import Aggregation, Entity, FeatureView, PushSource, types
+from quiver.aggregation.state import StateLayout
+from quiver.config import RepoConfig
+from quiver.testing.reference import window_aggregate
+
+USER = Entity(name="user", join_keys=["user_id"])
+WINDOWS = [timedelta(seconds=45), timedelta(minutes=10), timedelta(hours=2), timedelta(days=1)]
+NUMERIC = [Aggregation("amount", f, window=w) for f in ("count", "sum", "mean", "min", "max", "stddev", "last",
+                                                         "count_distinct") for w in WINDOWS]
+TEXT = [Aggregation("country", "count_distinct", window=w) for w in WINDOWS] + [
+    Aggregation("country", "last", window=w, dtype=types.String) for w in WINDOWS] + [
+    Aggregation("country", "max", window=timedelta(hours=2), dtype=types.String),
+    Aggregation("amount", "sum", window=timedelta(hours=2))]
+
+
+def open_store(kind: str, tmp_path: Path, request: pytest.FixtureRequest):
+    if kind == "redis":
+        from quiver.online.redis import RedisOnlineStore
+
+        url = request.getfixturevalue("redis_clean_url")
+        return RedisOnlineStore(RepoConfig(repo_path=tmp_path, project="p", registry="r.db",
+                                           online={"type": "redis", "url": url}))
+    from quiver.online.sqlite import SQLiteOnlineStore
+
+    return SQLiteOnlineStore(RepoConfig(repo_path=tmp_path, project="p", registry="r.db",
+                                        online={"type": "sqlite", "path": "online.db"}))
+
+
+def events(n: int, seed: int) -> list[dict]:
+    rng = np.random.default_rng(seed)
+    now = datetime.now(UTC)
+    out = []
+    for i in range(n):
+        amount = None if rng.random() < 0.05 else float(rng.integers(-50, 50))
+        out.append({"user_id": int(rng.integers(0, 4)), "amount": amount,
+                    "country": str(rng.choice(["DE", "FR", "US", "JP"])),
+                    "event_timestamp": now - timedelta(microseconds=int(rng.integers(0, 26 * 3600 * 10**6)))})
+    # a few on exact tile edges
+    for e, edge in zip(out[:30], range(30)):
+        e["event_timestamp"] = datetime.fromtimestamp((int(now.timestamp()) // 60 - edge * 7) * 60, UTC)
+    return out
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("aggs", [NUMERIC, TEXT], ids=["numeric", "text"])
+def test_store_state_equals_oracle(kind: str, aggs: list[Aggregation], tmp_path: Path,
+                                   request: pytest.FixtureRequest) -> None:
+    store = open_store(kind, tmp_path, request)
+    view = FeatureView(name="v", entities=[USER], source=PushSource("s"), aggregations=aggs)
+    lay = StateLayout(view)
+    evs = events(1500, 5)
+    order = np.random.default_rng(1).permutation(len(evs))
+    for k, part in enumerate(np.array_split(order, 6)):  # batches out of time order: late events
+        rows = [evs[i] for i in part]
+        table = pa.table({"user_id": pa.array([r["user_id"] for r in rows], pa.int64()),
+                          "amount": pa.array([r["amount"] for r in rows], pa.float64()),
+                          "country": pa.array([r["country"] for r in rows]),
+                          "event_timestamp": pa.array([r["event_timestamp"] for r in rows],
+                                                      pa.timestamp("us", tz="UTC"))})
+        store.write_aggregates([lay.write(table, now_us=int(time.time() * 1e6))], {"t/0": k})
+    assert store.read_offsets("t/") == {"t/0": 5}
+    users = [0, 1, 2, 3, 77, 1]
+    refs = [(a.column, a.function, a.window, a.name) for a in aggs]
+    now = datetime.now(UTC)
+    for at in (now, now + timedelta(seconds=20), now + timedelta(minutes=9, seconds=59), now + timedelta(hours=3)):
+        got = store.read_aggregates(view, pa.table({"user_id": users}), None, at).to_pylist()
+        want = window_aggregate([{"user_id": u, "event_timestamp": at} for u in users], evs, ["user_id"], refs)
+        for g, w in zip(got, want, strict=True):
+            for name in w:
+                if name.startswith("amount_stddev") and w[name] is not None:
+                    assert g[name] == pytest.approx(w[name], rel=1e-9), name
+                else:
+                    assert g[name] == w[name], (kind, at - now, name, g[name], w[name])
+    store.delete_aggregates("v")
+    empty = store.read_aggregates(view, pa.table({"user_id": [0]}), None, now).to_pylist()[0]
+    assert all(v in (0, None) for v in empty.values())
+    store.close()
