@@ -71,4 +71,5 @@ from quiver.cli import repo as _repo  # noqa: E402,F401
 from quiver.cli import serve as _serve  # noqa: E402,F401
 from quiver.cli import monitor as _monitor  # noqa: E402,F401
 from quiver.cli import materialize as _materialize  # noqa: E402,F401
+from quiver.cli import stream as _stream  # noqa: E402,F401
 from quiver.cli import dataset as _dataset  # noqa: E402,F401
