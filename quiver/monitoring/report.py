@@ -84,7 +84,7 @@ def line_chart(title: str, series: dict[str, list[tuple[str, float | None]]], th
     return f'<div class="chart"><h3>{_e(title)}</h3>{"".join(parts)}</div>'
 
 
-def histogram_chart(title: str, labels: list[str], ref: list[float], cur: list[float]) -> str:
+def histogram_chart(title: str, labels: list[str], ref: Sequence[float], cur: Sequence[float]) -> str:
     """Reference (grey) and current (blue) shares per bin, side by side."""
     tr, tc = sum(ref) or 1.0, sum(cur) or 1.0
     r, c = [x / tr for x in ref], [x / tc for x in cur]
@@ -108,7 +108,7 @@ def histogram_chart(title: str, labels: list[str], ref: list[float], cur: list[f
     return f'<div class="chart"><h3>{_e(title)}</h3>{"".join(parts)}</div>'
 
 
-def _bins(ref: dict[str, Any], cur: dict[str, Any]) -> tuple[list[str], list[float], list[float]]:
+def _bins(ref: dict[str, Any], cur: dict[str, Any]) -> tuple[list[str], Sequence[float], Sequence[float]]:
     if ref.get("kind") == "number":
         from quiver.monitoring.drift import coarsen
 

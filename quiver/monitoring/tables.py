@@ -86,7 +86,8 @@ def view_data(engine: Any, view: FeatureView) -> ViewData:
         raise InputError(f"feature view {view.name!r} has no data to monitor yet (no source files, no pushed events)")
     wanted = monitored_columns(view)
     con = connection(engine)
-    parts, present, types, all_files = [], None, {}, []
+    parts, present, all_files = [], None, []
+    types: dict[str, pa.DataType] = {}
     try:
         for src, files in groups:
             rel = f"read_parquet({sql_list(files)}, union_by_name=true)"
