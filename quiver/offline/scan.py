@@ -140,7 +140,8 @@ def _one_projection(view: FeatureView, source: Source, files: list[str], cast_va
     cols.append(f"{ts} AS event_timestamp")
     created = source.created_timestamp_column
     cols.append(f"CAST({ident(created)} AS TIMESTAMPTZ) AS created_timestamp" if created else f"{ts} AS created_timestamp")
-    return f"SELECT {', '.join(cols)} FROM read_parquet({file_list(files)}, union_by_name=true)"
+    union = ", union_by_name=true" if len(files) > 1 else ""  # files written at different times may differ
+    return f"SELECT {', '.join(cols)} FROM read_parquet({file_list(files)}{union})"
 
 
 def empty_projection(view: FeatureView) -> str:
