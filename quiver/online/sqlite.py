@@ -102,7 +102,7 @@ def normalized(view: FeatureView, table: pa.Table, features: Sequence[str]) -> p
         if dt.name == "UnixTimestamp":
             col = micros(col, f)
         elif dt.name in ("Float32", "Float64") and pa.types.is_floating(col.type) and col.null_count < len(col):
-            col = pc.if_else(pc.is_nan(col), pa.scalar(None, col.type), col)  # NaN is stored as null
+            col = pc.if_else(pc.is_nan(col), pa.nulls(len(col), col.type), col)  # NaN is stored as null
         cols[f] = col
     cols[_EV] = micros(table.column(EVENT_TS), EVENT_TS)
     cols[_CR] = micros(table.column(CREATED_TS), CREATED_TS) if CREATED_TS in names else cols[_EV]
