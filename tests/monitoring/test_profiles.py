@@ -56,6 +56,17 @@ def test_profile_matches_brute_force(ref: list[float | None], cur: list[float | 
         assert drift.compare(r, r)["psi"] == pytest.approx(0.0, abs=1e-12)
 
 
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.one_of(st.floats(-1e6, 1e6), st.integers(-5, 5).map(float)), min_size=1, max_size=200))
+def test_reference_percentiles_are_duckdb_quantile_cont(xs: list[float]) -> None:
+    """A reference's percentiles come from NumPy: they must be what DuckDB's exact quantile_cont gives."""
+    got = drift._percentiles(np.array(xs, dtype=np.float64), drift.PERCENTILES)
+    con = duckdb.connect()
+    con.register("t", pa.table({"x": pa.array(xs, pa.float64())}))
+    (want,) = con.execute(f"SELECT quantile_cont(x, {list(drift.PERCENTILES)}) FROM t").fetchall()[0]
+    assert got == pytest.approx(want, rel=1e-12, abs=1e-9)
+
+
 @given(st.lists(st.integers(0, 1000), min_size=3, max_size=12), st.lists(st.integers(0, 1000), min_size=3, max_size=12))
 def test_psi_and_js_properties(a: list[int], b: list[int]) -> None:
     n = min(len(a), len(b))
