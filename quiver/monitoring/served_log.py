@@ -22,7 +22,8 @@ wait lands on the tail. So the work is split where it costs the tail least:
   Parquet without converting anything under its own GIL.
 
 When the writer cannot keep up, records past ``max_buffer`` are dropped and
-counted, never blocking a request.
+counted, never blocking a request. A forked child starts its own writer and
+leaves what was buffered at the fork to the parent.
 
 ``quiver.yaml``::
 
@@ -63,6 +64,7 @@ SPOOL_HEAD = struct.Struct("<I")  # spool file: header length, marshal header, t
 _LIST = struct.Struct("<ci")
 _LOGS: dict[str, ServedLog] = {}
 _LOCK = threading.Lock()
+_LIVE: weakref.WeakSet[ServedLog] = weakref.WeakSet()
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _SRC_ROOT = str(Path(__file__).resolve().parents[2])  # the folder holding the quiver package, for the child
 
@@ -144,9 +146,23 @@ class ServedLog:
         self.dropped = 0
         self.written = 0  # responses spooled
         self.closed = False
+        self._start_writer()
+        _LIVE.add(self)
+        atexit.register(self.close)
+
+    def _start_writer(self) -> None:
         self._thread = threading.Thread(target=self._run, name="quiver-served-log", daemon=True)
         self._thread.start()
-        atexit.register(self.close)
+
+    def _after_fork(self) -> None:
+        """In a forked child: the parent writes what was buffered; this process gets its own writer."""
+        self._buf.clear()
+        self._child = None
+        self._io = threading.Lock()
+        self._reg = threading.Lock()
+        self._wake = threading.Event()
+        if not self.closed:
+            self._start_writer()
 
     # -- the hot path ---------------------------------------------------------------
 
@@ -257,3 +273,14 @@ class ServedLog:
                 child.wait(10)
             except subprocess.TimeoutExpired:
                 log.warning("served-vector log: the compactor (pid %s) is still running", child.pid)
+
+
+def _reset_after_fork() -> None:
+    global _LOCK
+    _LOCK = threading.Lock()
+    for logger in list(_LIVE):
+        logger._after_fork()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_reset_after_fork)

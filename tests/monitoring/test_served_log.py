@@ -151,3 +151,26 @@ def test_sample_rate_bounds(tmp_path: Path, rate: float) -> None:
         log.log(_plan(), _Response({"id": [i], "seen": [None], "tags": [None]}), T0 + i)
     assert log.flush() == (50 if rate else 0)
     log.close()
+
+
+def test_a_forked_child_logs_its_own_responses_once(tmp_path: Path) -> None:
+    import os
+
+    log = ServedLog(tmp_path, 1.0, flush_seconds=60, compact_files=0)
+    plan = _plan()
+    for i in range(2):  # buffered in the parent when it forks: written by the parent only
+        log.log(plan, _Response({"id": [i], "seen": [None], "tags": [None]}), T0 + i)
+    pid = os.fork()
+    if pid == 0:  # pragma: no cover - the child
+        code = 1
+        try:
+            log.log(plan, _Response({"id": [100], "seen": [None], "tags": [None]}), T0 + 100)
+            log.close()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    log.close()
+    compact(tmp_path)
+    assert served(tmp_path)["id"].to_pylist() == [0, 1, 100]
