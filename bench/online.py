@@ -10,9 +10,10 @@ free loopback port):
   Parquet, DuckDB latest-per-key, a plain Python loop into the store);
 * an incremental run picking up one new hour;
 * ``store.get_online_features`` for 1 and 100 entities x the 8 features of
-  the two views: p50/p99/p99.9 over ``--calls`` calls after warm-up, beside the
-  floors (a dict lookup; one raw SQLite primary-key SELECT per view, or one
-  ``IN`` query per view for 100 entities; one raw redis-py MGET);
+  the two views: p50/p99/p99.9 over ``--calls`` calls after warm-up, taken in
+  turn call by call with the floors (a dict lookup; one raw SQLite
+  primary-key SELECT per view, or one ``IN`` query per view for 100
+  entities; one raw redis-py MGET);
 * with ``--feast``, Feast 0.67 on the same data and backends, in its own venv
   (``bench/.venv-feast``, made on first use).
 
@@ -216,82 +217,78 @@ def show(label: str, p: dict[str, float], note: str = "") -> None:
           flush=True)
 
 
-def timed(fn: Callable[[], Any], calls: int, warmup: int = 1000) -> list[float]:
-    for _ in range(warmup):
-        fn()
-    out = []
+def interleaved(fns: dict[str, Callable[[int], Any]], calls: int, warmup: int = 1000) -> dict[str, dict[str, float]]:
+    """Time each function ``calls`` times, taking turns call by call, so that a
+    shared machine's load weighs on quiver and on its floors alike."""
+    for i in range(warmup):
+        for fn in fns.values():
+            fn(i)
+    samples: dict[str, list[float]] = {k: [] for k in fns}
     clock = time.perf_counter
-    for _ in range(calls):
-        t0 = clock()
-        fn()
-        out.append(clock() - t0)
-    return out
+    items = [(fn, samples[k]) for k, fn in fns.items()]
+    for i in range(calls):
+        for fn, out in items:
+            t0 = clock()
+            fn(i)
+            out.append(clock() - t0)
+    return {k: pct(v) for k, v in samples.items()}
 
 
 def bench_reads(repo: Path, backend: str, port: int | None, calls: int, users: int, merchants: int) -> dict[str, Any]:
+    """quiver and its floors, 1 and 100 entities, measured call by call in turn."""
     from quiver import FeatureStore
 
     rnd = random.Random(1)
-    out: dict[str, Any] = {}
     store = FeatureStore(repo)
     one = [[{"user_id": rnd.randrange(users), "merchant_id": rnd.randrange(merchants)}] for _ in range(64)]
     hundred = [[{"user_id": rnd.randrange(users), "merchant_id": rnd.randrange(merchants)} for _ in range(100)]
                for _ in range(16)]
     resp = store.get_online_features(FEATURES, entity_rows=one[0])
     assert all(s == "present" for v in resp.statuses.values() for s in v), resp.statuses
+    get = store.get_online_features
     n100 = max(calls // 5, 2000)
-    for label, batches, n in (("1", one, calls), ("100", hundred, n100)):
-        it = iter(range(10**9))
-        q = pct(timed(lambda: store.get_online_features(FEATURES, entity_rows=batches[next(it) % len(batches)]).to_dict(), n))
-        out[f"quiver {label}"] = q
-        show(f"{backend} quiver {label} entit{'y' if label == '1' else 'ies'}", q, f"({n} calls)")
-    store.close()
-    # floors
+    d = {i: (1, 2.0, "US", 3.0, 4) for i in range(users)}
+    fns1: dict[str, Callable[[int], Any]] = {
+        "quiver 1": lambda i: get(FEATURES, entity_rows=one[i % 64]).to_dict(),
+        "dict 1": lambda i: d.get(one[i % 64][0]["user_id"]),
+    }
+    fns100: dict[str, Callable[[int], Any]] = {"quiver 100": lambda i: get(FEATURES, entity_rows=hundred[i % 16]).to_dict()}
     if backend == "sqlite":
         db = sqlite3.connect(repo / "online.db")
         ucols = "account_age_days, credit_limit, country, avg_amount_90d, num_orders_90d, __event_us"
         mcols = "merchant_risk, merchant_tx_count_1h, merchant_avg_amount_1h, __event_us"
         u = f"SELECT {ucols} FROM user_profile WHERE user_id = ?"
         m = f"SELECT {mcols} FROM merchant_stats WHERE merchant_id = ?"
-        it = iter(range(10**9))
-
-        def raw() -> Any:
-            r = one[next(it) % 64][0]
-            return db.execute(u, (r["user_id"],)).fetchone(), db.execute(m, (r["merchant_id"],)).fetchone()
-
-        out["floor 1"] = pct(timed(raw, calls))
-        show("sqlite floor 1 entity", out["floor 1"], "(one PK SELECT per view)")
         marks = ",".join("?" * 100)
         u100 = f"SELECT user_id, {ucols} FROM user_profile WHERE user_id IN ({marks})"
         m100 = f"SELECT merchant_id, {mcols} FROM merchant_stats WHERE merchant_id IN ({marks})"
-        it = iter(range(10**9))
 
-        def raw100() -> Any:
-            b = hundred[next(it) % 16]
+        def raw(i: int) -> Any:
+            r = one[i % 64][0]
+            return db.execute(u, (r["user_id"],)).fetchone(), db.execute(m, (r["merchant_id"],)).fetchone()
+
+        def raw100(i: int) -> Any:
+            b = hundred[i % 16]
             return (db.execute(u100, [r["user_id"] for r in b]).fetchall(),
                     db.execute(m100, [r["merchant_id"] for r in b]).fetchall())
 
-        out["floor 100"] = pct(timed(raw100, n100))
-        show("sqlite floor 100 entities", out["floor 100"], "(one IN query per view, rows unordered)")
-        db.close()
+        fns1["floor 1"], fns100["floor 100"] = raw, raw100
+        notes = {"floor 1": "(one PK SELECT per view)", "floor 100": "(one IN query per view, rows unordered)"}
     else:
         import redis
 
         c = redis.Redis(port=port)
         keys = [[f"bench:user_profile:{{{r[0]['user_id']}}}", f"bench:merchant_stats:{{{r[0]['merchant_id']}}}"] for r in one]
-        it = iter(range(10**9))
-        out["floor 1"] = pct(timed(lambda: c.mget(keys[next(it) % 64]), calls))
-        show("redis floor 1 entity", out["floor 1"], "(one MGET, values not decoded)")
         keys100 = [[f"bench:user_profile:{{{r['user_id']}}}" for r in b] + [f"bench:merchant_stats:{{{r['merchant_id']}}}" for r in b]
                    for b in hundred]
-        it = iter(range(10**9))
-        out["floor 100"] = pct(timed(lambda: c.mget(keys100[next(it) % 16]), n100))
-        show("redis floor 100 entities", out["floor 100"], "(one MGET, values not decoded)")
-        c.close()
-    d = {i: (1, 2.0, "US", 3.0, 4) for i in range(users)}
-    it = iter(range(10**9))
-    out["dict 1"] = pct(timed(lambda: d.get(one[next(it) % 64][0]["user_id"]), calls))
-    show("dict floor 1 entity", out["dict 1"])
+        fns1["floor 1"] = lambda i: c.mget(keys[i % 64])
+        fns100["floor 100"] = lambda i: c.mget(keys100[i % 16])
+        notes = {"floor 1": "(one MGET, values not decoded)", "floor 100": "(one MGET, values not decoded)"}
+    out = {**interleaved(fns1, calls), **interleaved(fns100, n100)}
+    for k in ("quiver 1", "floor 1", "quiver 100", "floor 100", "dict 1"):
+        n = calls if k.endswith(" 1") else n100
+        show(f"{backend} {k} entit{'y' if k.endswith(' 1') else 'ies'}", out[k], notes.get(k, f"({n} calls)"))
+    store.close()
     return out
 
 
