@@ -158,7 +158,7 @@ class StateLayout:
         self.max_window_us = int(max(a.window for a in view.aggregations).total_seconds() * 1_000_000)
         self.value_types: dict[str, pa.DataType] = {c: self._value_type(c) for c in self.columns}
         self.numeric = all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in self.value_types.values())
-        self._tile_cache: dict[tuple[tuple[int, int], ...], dict[int, list[int]]] = {}
+        self._tile_cache: dict[tuple[tuple[int, int], ...], tuple[dict[int, list[int]], list[int]]] = {}
         self._raw_dtype = np.dtype([("ts", "<i8")] + [(f"c{i}", "<f8") for i in range(len(self.columns))])
 
     def _value_type(self, column: str) -> pa.DataType:
@@ -203,6 +203,8 @@ class StateLayout:
         names_arr = codes.dictionary
         parts: list[pa.Table] = []
         for level, size in enumerate(W.LEVELS):
+            if level < W.FIRST_STORED_LEVEL:
+                continue  # minute tiles are read from the raw minute buckets themselves
             tile = t_us // size
             tmin = int(tile.min()) if len(tile) else 0
             span = int(tile.max()) - tmin + 1 if len(tile) else 1
@@ -298,17 +300,19 @@ class StateLayout:
             if w not in covers:
                 covers[w] = W.cover(t - w, t)
         key = tuple(c.aligned for c in covers.values())
-        tiles = self._tile_cache.get(key)
-        if tiles is None:
+        cached = self._tile_cache.get(key)
+        if cached is None:
             acc: dict[int, set[int]] = {}
             for c in covers.values():
                 for lv, tl in c.tiles:
                     acc.setdefault(lv, set()).add(tl)
-            tiles = {lv: sorted(ts) for lv, ts in sorted(acc.items())}
+            whole = sorted(acc.pop(0, set()))  # whole minutes: raw buckets, read in full
+            cached = ({lv: sorted(ts) for lv, ts in sorted(acc.items())}, whole)
             if len(self._tile_cache) > 256:
                 self._tile_cache.clear()
-            self._tile_cache[key] = tiles
-        raw = sorted({b for c in covers.values() for b, _, _ in c.raw})
+            self._tile_cache[key] = cached
+        tiles, whole = cached
+        raw = sorted({b for c in covers.values() for b, _, _ in c.raw}.union(whole))
         return ReadPlan(t, aggs, covers, tiles, raw)
 
     def fold(
@@ -340,11 +344,10 @@ class StateLayout:
         for w, cov in plan.covers.items():
             parts = []
             if tile_key is not None and cov.tiles:
-                wanted = pa.array([tl * 4 + lv for lv, tl in cov.tiles], pa.int64())
+                wanted = pa.array([tl * 4 + lv for lv, tl in cov.tiles if lv >= W.FIRST_STORED_LEVEL], pa.int64())
                 parts.append(cell_t.filter(pc.is_in(tile_key, wanted)).drop_columns(["_tile", "_level"]))
-            if raw_states is not None and cov.raw:
-                edge = np.isin(raw_ts // W.RAW_BUCKET, [b for b, _, _ in cov.raw])
-                keep = edge & (raw_ts >= cov.start) & (raw_ts < cov.end)
+            if raw_states is not None:
+                keep = _raw_keep(raw_ts, cov)
                 if keep.any():
                     parts.append(raw_states.filter(pa.array(keep)))
             merged = self._merge_rows(parts, n_keys)
@@ -385,15 +388,7 @@ class StateLayout:
             m = np.zeros(len(ctl), dtype=bool)
             for lv, lo, hi in cov.runs():
                 m |= (clv == lv) & (ctl >= lo) & (ctl <= hi)
-            if rec is not None and cov.raw:
-                rb = rts // W.RAW_BUCKET
-                keep = (rts >= cov.start) & (rts < cov.end)
-                edge = np.zeros(len(rts), dtype=bool)
-                for b, _, _ in cov.raw:
-                    edge |= rb == b
-                keep &= edge
-            else:
-                keep = np.zeros(len(rts), dtype=bool)
+            keep = _raw_keep(rts, cov) if rec is not None else np.zeros(len(rts), dtype=bool)
             acc: dict[str, np.ndarray] = {}
             for i, st in enumerate(self.stats):
                 sel = m & (cstat == i)
@@ -506,3 +501,14 @@ def _finalize_np(agg: Aggregation, acc: dict[str, np.ndarray], value_type: pa.Da
                 vals, ok = np.sqrt(np.maximum((q - s * s / n) / (n - 1), 0.0)), n > 1
         res = pa.array(vals, mask=~ok)
     return res if res.type == out_type else res.cast(out_type, safe=False)
+
+
+def _raw_keep(ts: np.ndarray, cov: W.Cover) -> np.ndarray:
+    """Raw events that count in a window: inside ``[start, end)`` and not under one of
+    its stored (hour or day) tiles, which already hold them."""
+    keep = (ts >= cov.start) & (ts < cov.end)
+    for lv, lo, hi in cov.runs():
+        if lv >= W.FIRST_STORED_LEVEL:
+            size = W.LEVELS[lv]
+            keep &= (ts < lo * size) | (ts >= (hi + 1) * size)
+    return keep

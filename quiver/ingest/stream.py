@@ -165,8 +165,77 @@ def rows_to_events(
     return pa.table(data), dead, good
 
 
+def _epoch_array_us(col: pa.Array | pa.ChunkedArray) -> pa.Array:
+    """Epoch seconds, milliseconds or microseconds (by magnitude) -> timestamps, vectorized."""
+    x = col.to_numpy(zero_copy_only=False).astype("float64")
+    a = np.abs(x)
+    us = np.where(a >= 1e14, x, np.where(a >= 1e11, x * 1e3, np.round(x * 1e6))).astype("int64")
+    return pa.array(us, pa.int64()).cast(TIMESTAMP)
+
+
+def _parse_fast(messages: Sequence[Any], source: Source, views: Sequence[FeatureView]) -> pa.Table | None:
+    """The whole batch parsed by Arrow's JSON reader, or None when any message needs a
+    closer look (then the per-message path finds the bad ones)."""
+    import io
+
+    import pyarrow.json as pj
+
+    values = [m.value for m in messages]
+    if any(v is None for v in values):
+        return None
+    buf = b"\n".join(values)
+    if buf.count(b"\n") != len(values) - 1:
+        return None  # a message with a line break inside
+    try:
+        table = pj.read_json(io.BytesIO(buf), read_options=pj.ReadOptions(use_threads=False, block_size=max(1 << 20, len(buf) + 1)))
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+        return None
+    if table.num_rows != len(values):
+        return None
+    if source.field_mapping:
+        table = table.rename_columns([source.field_mapping.get(c, c) for c in table.column_names])
+    keys, numeric, _ = _needed(source, views)
+    ts = source.timestamp_field
+    names = set(table.column_names)
+    for k in keys:
+        if k not in names or table.column(k).null_count:
+            return None
+        t = table.column(k).type
+        if not (pa.types.is_integer(t) or pa.types.is_string(t)):
+            return None
+    if ts not in names or table.column(ts).null_count:
+        return None
+    tcol = table.column(ts)
+    try:
+        if pa.types.is_integer(tcol.type) or pa.types.is_floating(tcol.type):
+            tcol = _epoch_array_us(tcol)
+        elif pa.types.is_string(tcol.type) or pa.types.is_timestamp(tcol.type):
+            tcol = pc.cast(tcol, TIMESTAMP)
+        else:
+            return None
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    table = table.set_column(table.schema.get_field_index(ts), ts, tcol)
+    for c in numeric:
+        if c in names:
+            t = table.column(c).type
+            if not (pa.types.is_integer(t) or pa.types.is_floating(t) or pa.types.is_null(t)):
+                return None
+        else:
+            table = table.append_column(c, pa.nulls(table.num_rows, pa.float64()))
+    for c in table.column_names:  # nested values go offline as JSON text, as the per-message path keeps them
+        if pa.types.is_struct(table.column(c).type) or pa.types.is_list(table.column(c).type):
+            return None
+    if pa.types.is_null(table.column(ts).type):
+        return None
+    return table
+
+
 def parse_messages(messages: Sequence[Any], source: Source, views: Sequence[FeatureView]) -> tuple[pa.Table, list[DeadLetter], list[int]]:
     """Kafka messages (JSON objects) -> events, dead letters, and the index of each good message."""
+    fast = _parse_fast(messages, source, views) if messages else None
+    if fast is not None:
+        return fast, [], list(range(len(messages)))
     rows: list[dict[str, Any]] = []
     where: list[tuple[str, int, int]] = []
     index: list[int] = []
@@ -296,8 +365,11 @@ class EventIngestor:
         self.stats = StreamStats()
 
     def ingest(self, events: pa.Table, offsets: dict[str, int] | None = None, *, name: str | None = None,
-               to: str = "online_and_offline", now_us: int | None = None) -> int:
-        """Write one batch (see the module docstring for the order); returns events written."""
+               to: str = "online_and_offline", now_us: int | None = None, wait: bool = True) -> Any:
+        """Write one batch (see the module docstring for the order); returns events written,
+        or with ``wait=False`` a function that waits until the online state is durable
+        (True, or False when the state already held these offsets)."""
+        pending: Any = None
         if events.num_rows == 0 and not offsets:
             return 0
         ts = self.source.timestamp_field
@@ -312,8 +384,16 @@ class EventIngestor:
             now = now_us if now_us is not None else int(time.time() * 1_000_000)
             evs = events.rename_columns(["event_timestamp" if c == ts else c for c in events.column_names])
             writes = [lay.write(evs, now_us=now) for lay in self.layouts]
-            if writes or offsets:
+            if (writes or offsets) and wait:
                 self._retry(lambda: self.online.write_aggregates(writes, offsets, now_us=now))
+            elif writes or offsets:
+                first = self.online.write_aggregates(writes, offsets, now_us=now, wait=False)
+
+                def pending() -> bool:  # a lost reply is retried: the offsets make it idempotent
+                    try:
+                        return bool(first())
+                    except TransientError:
+                        return bool(self._retry(lambda: self.online.write_aggregates(writes, offsets, now_us=now)))
             for v in self.snapshot_views:
                 cols = [c for c in [*v.join_keys, *(v.source_column(f.name) for f in v.schema), "event_timestamp"]
                         if c in evs.column_names]
@@ -326,6 +406,8 @@ class EventIngestor:
         if events.num_rows:
             mx = pc.max(pc.cast(events.column(ts), pa.int64())).as_py()
             self.stats.last_event_us = max(self.stats.last_event_us or mx, mx)
+        if not wait:
+            return pending or (lambda: True)
         return events.num_rows
 
     @staticmethod
@@ -454,6 +536,7 @@ class StreamWorker:
                         s.assigned and s.assigned <= s.at_eof for s in self.streams):
                     break
         finally:
+            self._settle()
             self._publish()
             for s in self.streams:
                 s.close()
@@ -464,8 +547,11 @@ class StreamWorker:
         self.stopped = True
 
     def _step(self, src: KafkaSource, views: list[FeatureView], ing: EventIngestor, stream: Any) -> int:
+        """One batch. Its online write is left in flight while the next batch is read and
+        parsed; Kafka offsets and latencies are recorded once the state is durable."""
         msgs = stream.poll(self.batch_size, self.poll_timeout)
         if not msgs:
+            self._settle()
             return 0
         held = {int(k.split("/")[-1]): v for k, v in self.online.read_offsets(f"{src.topic}/").items()} \
             if ing.stats.batches == 0 else ing.stats.positions
@@ -483,17 +569,37 @@ class StreamWorker:
             name = f"{src.topic}-{p}-{f:020d}"
             write_event_files(self.root, src, table.filter(pa.array(parts == p)) if len(first) > 1 else table, name)
             write_dead_letters(self.root, src, [d for d in dead if d.partition == p], name)
-        ing.ingest(table, {f"{src.topic}/{p}": o for p, o in nxt.items()}, to="online")
-        done_ms = time.time() * 1000
-        stream.commit(nxt)
+        self._settle()
+        pending = ing.ingest(table, {f"{src.topic}/{p}": o for p, o in nxt.items()}, to="online", wait=False)
         ing.stats.positions.update(nxt)
+        created = np.asarray([msgs[i].timestamp_ms or 0 for i in good], dtype="float64")
+        self._inflight = (pending, src, ing, stream, nxt, created)
         ing.stats.dead_letters += len(dead)
         if dead:
             log.warning("%d bad message(s) on %s, e.g. partition %d offset %d: %s", len(dead), src.topic,
                         dead[0].partition, dead[0].offset, dead[0].reason)
             stream.dead_letter([(d.payload, {"reason": d.reason, "topic": d.topic, "partition": str(d.partition),
                                              "offset": str(d.offset)}) for d in dead])
-        created = np.asarray([msgs[i].timestamp_ms or done_ms for i in good], dtype="float64")
+        if self.metrics.enabled:
+            self.metrics.events.labels(src.name).inc(table.num_rows)
+            self.metrics.dead.labels(src.name).inc(len(dead))
+        return len(msgs)
+
+    def _settle(self) -> None:
+        """Wait for the batch in flight; then commit its offsets and record its latency."""
+        inflight, self._inflight = getattr(self, "_inflight", None), None
+        if inflight is None:
+            return
+        pending, src, ing, stream, nxt, created = inflight
+        if not pending():  # the state held these offsets already: another worker got there first
+            held = {int(k.split("/")[-1]): v for k, v in self.online.read_offsets(f"{src.topic}/").items()}
+            log.warning("batch of %s already in the state; resuming from %s", src.topic, held)
+            ing.stats.positions.update(held)
+            stream.seek(held)
+            return
+        done_ms = time.time() * 1000
+        stream.commit(nxt)
+        created = np.where(created > 0, created, done_ms)
         if len(created):
             lat = done_ms - created
             ing.stats.observe_latency(lat)
@@ -501,10 +607,6 @@ class StreamWorker:
                 hist = self.metrics.latency.labels(src.name)
                 for v in (lat[:: max(1, len(lat) // 100)] / 1000).tolist():
                     hist.observe(v)
-        if self.metrics.enabled:
-            self.metrics.events.labels(src.name).inc(table.num_rows)
-            self.metrics.dead.labels(src.name).inc(len(dead))
-        return len(msgs)
 
     def _publish(self) -> None:
         for (src, _, ing), stream in zip(self.parts, self.streams):
@@ -546,10 +648,7 @@ def push_events(rows: Any, source: Source, views: Sequence[FeatureView]) -> pa.T
             raise InputError(f"push to {source.name!r}: column {c!r} has nulls; every event needs it")
     col = table.column(ts)
     if pa.types.is_integer(col.type) or pa.types.is_floating(col.type):
-        x = col.to_numpy(zero_copy_only=False).astype("float64")
-        a = np.abs(x)  # epoch seconds, milliseconds or microseconds, told apart by magnitude
-        us = np.where(a >= 1e14, x, np.where(a >= 1e11, x * 1e3, np.round(x * 1e6))).astype("int64")
-        col = pa.array(us, pa.int64()).cast(TIMESTAMP)
+        col = _epoch_array_us(col)
     else:
         from quiver.timeutil import to_timestamp_array
 

@@ -334,6 +334,10 @@ local function lt(a, b)
   return a < b
 end
 local d = cjson.decode(ARGV[1])
+for i = 1, #d.ok do  -- a batch whose offsets the state already holds was applied before
+  local held = redis.call('HGET', KEYS[1], d.ok[i])
+  if held and tonumber(held) >= tonumber(d.ov[i]) then return 0 end
+end
 local k, f, o, t, v = d.k, d.f, d.o, d.t, d.v
 for i = 1, #k do
   local op = o[i]
@@ -369,9 +373,14 @@ return 1
         return f"{self.prefix}:{view_name}:agg:"
 
     def write_aggregates(self, writes: Sequence[Any], offsets: dict[str, int] | None = None,
-                         now_us: int | None = None) -> None:
-        """Merge ``StateWrite``s and record ``offsets`` (scope -> next offset) in one script.
-        Keys, fields and values are built by Arrow kernels and cross as one JSON document."""
+                         now_us: int | None = None, *, wait: bool = True) -> Any:
+        """Merge ``StateWrite``s and record ``offsets`` (scope -> next offset) in one script;
+        a batch whose offsets are already held is skipped (returns False). Keys, fields and
+        values are built by Arrow kernels and cross as one JSON document. With
+        ``wait=False`` it returns a function that waits for the reply (True/False), so the
+        caller can prepare the next batch while Redis applies this one."""
+        import time
+
         import numpy as np
         import pyarrow.compute as pc
 
@@ -409,20 +418,39 @@ return 1
             cols["ok"].append(scope)
             cols["ov"].append(str(off))
         doc = orjson.dumps(cols)
+        args = (1, f"{self.prefix}:__stream_offsets__", doc, *raw_args)
         try:
             sha = getattr(self, "_agg_write_sha", None) or self._client.script_load(self._AGG_LUA)
             self._agg_write_sha = sha
-            try:
-                self._client.execute_command("EVALSHA", sha, 1, f"{self.prefix}:__stream_offsets__", doc, *raw_args)
-            except redis.exceptions.NoScriptError:
-                self._agg_write_sha = self._client.script_load(self._AGG_LUA)
-                self._client.execute_command("EVALSHA", self._agg_write_sha, 1, f"{self.prefix}:__stream_offsets__",
-                                             doc, *raw_args)
+            conn = self._client.connection_pool.get_connection()
         except redis.ConnectionError as e:
             raise TransientError(f"online store {self.url}: {e}; retry the batch") from e
-        except redis.ResponseError as e:
-            raise TerminalError(f"online store {self.url}: {e}") from e
+        sent = time.perf_counter()
+        try:
+            conn.send_command("EVALSHA", sha, *args)
+        except BaseException as e:
+            self._client.connection_pool.release(conn)
+            raise TransientError(f"online store {self.url}: {e}; retry the batch") from e
+
+        def reply() -> bool:
+            try:
+                try:
+                    out = conn.read_response()
+                except redis.exceptions.NoScriptError:
+                    self._agg_write_sha = self._client.script_load(self._AGG_LUA)
+                    out = self._client.execute_command("EVALSHA", self._agg_write_sha, *args)
+            except redis.ConnectionError as e:
+                conn.disconnect()
+                raise TransientError(f"online store {self.url}: {e}; retry the batch") from e
+            except redis.ResponseError as e:
+                raise TerminalError(f"online store {self.url}: {e}") from e
+            finally:
+                self._client.connection_pool.release(conn)
+            self.agg_write_seconds = time.perf_counter() - sent
+            return bool(out)
+
         _ = LEVELS
+        return reply() if wait else reply
 
     @staticmethod
     def _raw_args(p: str, lay: Any, raw: pa.Table, out: list[Any], cols: dict[str, list[Any]]) -> None:

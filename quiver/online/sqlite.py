@@ -385,14 +385,21 @@ class SQLiteOnlineStore:
         return con
 
     def write_aggregates(self, writes: Sequence[Any], offsets: dict[str, int] | None = None,
-                         now_us: int | None = None) -> None:
-        """Merge ``StateWrite``s and record ``offsets`` (scope -> next offset) atomically."""
+                         now_us: int | None = None, *, wait: bool = True) -> Any:
+        """Merge ``StateWrite``s and record ``offsets`` (scope -> next offset) atomically;
+        a batch whose offsets are already held is skipped (returns False). Synchronous:
+        with ``wait=False`` it returns a function giving the same answer."""
         from quiver.aggregation.state import StateLayout
 
         con = self._agg_con()
         try:
             con.execute("BEGIN IMMEDIATE")
             try:
+                for scope, off in (offsets or {}).items():
+                    held = con.execute("SELECT next_offset FROM __stream_offsets WHERE scope = ?", (scope,)).fetchone()
+                    if held is not None and held[0] >= off:
+                        con.execute("ROLLBACK")
+                        return False if wait else (lambda: False)
                 for w in writes:
                     lay: StateLayout = w.layout
                     name = w.view
@@ -414,6 +421,7 @@ class SQLiteOnlineStore:
                 raise
         except sqlite3.OperationalError as e:
             raise TransientError(f"online store {self.path}: {e}; retry the batch") from e
+        return True if wait else (lambda: True)
 
     def read_offsets(self, prefix: str = "") -> dict[str, int]:
         """The next offset to consume per stream scope (``topic/partition``) the state holds."""

@@ -115,6 +115,15 @@ class KafkaStream:
             except ck.KafkaException:
                 pass  # the state holds the offsets; Kafka's copy only serves lag monitoring
 
+    def seek(self, offsets: dict[int, int]) -> None:
+        """Read the assigned partitions again from ``offsets``."""
+        for p, o in offsets.items():
+            if p in self.assigned:
+                try:
+                    self._consumer.seek(ck.TopicPartition(self.topic, p, o))
+                except ck.KafkaException:
+                    pass
+
     def lag(self, positions: dict[int, int]) -> dict[int, int]:
         """Messages behind the log end per assigned partition (an estimate on some brokers)."""
         out = {}
