@@ -206,3 +206,10 @@ def test_pandas_frame_output_is_utc(store: FeatureStore) -> None:
     df = store.get_historical_features(labels(ROWS), features=FEATS).to_pandas()
     assert str(df["event_timestamp"].dt.tz) == "UTC"
     assert isinstance(df, pd.DataFrame) and len(df) == len(ROWS)
+
+
+def test_full_feature_names_and_name_clashes(store: FeatureStore) -> None:
+    out = store.get_historical_features(labels(ROWS[:2]), features=FEATS[:2], full_feature_names=True).to_arrow()
+    assert out.column_names[-2:] == ["profile__credit", "profile__country"]
+    with pytest.raises(InputError, match="credit"):
+        store.get_historical_features(labels(ROWS[:2], credit=[1.0, 2.0]), features=["profile:credit"])
