@@ -384,26 +384,36 @@ class StateLayout:
             rrow = np.empty(0, "int64")
             rec, rts = None, np.empty(0, "int64")
         out: dict[str, pa.Array] = {}
+        stat_mask = [cstat == i for i in range(len(self.stats))]
+        raw_val = {c: rec[f"c{j}"] for j, c in enumerate(self.columns)} if rec is not None else {}
+        raw_ok = {c: ~np.isnan(v) for c, v in raw_val.items()}
+        one = n_keys == 1  # a request for one entity: plain sums beat bincount
+
+        def total(rows: np.ndarray, w: np.ndarray | None, n_rows: int) -> np.ndarray:
+            if one:
+                return np.array([float(w.sum()) if w is not None else float(n_rows)])
+            return np.bincount(rows, weights=w, minlength=n_keys).astype("float64")
+
         for w, cov in plan.covers.items():
             m = np.zeros(len(ctl), dtype=bool)
             for lv, lo, hi in cov.runs():
-                m |= (clv == lv) & (ctl >= lo) & (ctl <= hi)
+                if lv >= W.FIRST_STORED_LEVEL:
+                    m |= (clv == lv) & (ctl >= lo) & (ctl <= hi)
             keep = _raw_keep(rts, cov) if rec is not None else np.zeros(len(rts), dtype=bool)
             acc: dict[str, np.ndarray] = {}
             for i, st in enumerate(self.stats):
-                sel = m & (cstat == i)
-                rv = rec[f"c{self.columns.index(st.column)}"][keep] if rec is not None else np.empty(0)
-                rr = rrow[keep]
-                ok = ~np.isnan(rv)
+                sel = m & stat_mask[i]
+                rsel = keep & raw_ok[st.column] if rec is not None else keep
+                rv = raw_val[st.column][rsel] if rec is not None else np.empty(0)
+                rr = rrow[rsel]
                 if st.kind in ("n", "s", "q"):
-                    x = None if st.kind == "n" else (rv[ok] if st.kind == "s" else rv[ok] * rv[ok])
-                    a = np.bincount(crow[sel], weights=cval[sel], minlength=n_keys).astype("float64")
-                    acc[st.name] = a + np.bincount(rr[ok], weights=x, minlength=n_keys)
+                    x = None if st.kind == "n" else (rv if st.kind == "s" else rv * rv)
+                    acc[st.name] = total(crow[sel], cval[sel], 0) + total(rr, x, len(rr))
                 else:
                     fill, fn = (np.inf, np.minimum) if st.kind == "min" else (-np.inf, np.maximum)
                     a = np.full(n_keys, fill)
                     fn.at(a, crow[sel], cval[sel])
-                    fn.at(a, rr[ok], rv[ok])
+                    fn.at(a, rr, rv)
                     acc[st.name] = a
             for a in plan.aggregations:
                 if int(a.window.total_seconds() * 1_000_000) == w:

@@ -572,10 +572,12 @@ return 1
             cells.extend((r, *c) for r in rows for c in found)
         return lay.fold(plan, len(ents), cells, raw)
 
-    # KEYS: the tile hashes of one entity, then its raw lists; ARGV: the stat ids, then
-    # (first, last) tile per hash. Returns per hash the values joined by ',' ('nan' when
-    # absent), then each raw list: one round trip, and few bytes to pack per read.
+    # KEYS[1]: the entity's key prefix (its hash tag: every key below is in its slot);
+    # ARGV: the stat ids, the tile runs (level, group, first, last), the raw bucket runs.
+    # Returns per tile run the values joined by ',' ('nan' when absent), then all raw
+    # records of the buckets as one string: one round trip, a few arguments.
     _AGG_READ_LUA = """
+local p = KEYS[1]
 local ns = tonumber(ARGV[1])
 local stats = {}
 for j = 1, ns do stats[j] = ARGV[1 + j] end
@@ -583,16 +585,29 @@ local i = 2 + ns
 local nh = tonumber(ARGV[i]); i = i + 1
 local out = {}
 for h = 1, nh do
-  local lo, hi = tonumber(ARGV[i]), tonumber(ARGV[i + 1]); i = i + 2
+  local key = p .. ARGV[i] .. ':' .. ARGV[i + 1]
+  local lo, hi = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]); i = i + 4
   local fields = {}
   for t = lo, hi do
     for j = 1, ns do fields[#fields + 1] = string.format('%d:%s', t, stats[j]) end
   end
-  local vals = redis.call('HMGET', KEYS[h], unpack(fields))
+  local vals = redis.call('HMGET', key, unpack(fields))
   for k = 1, #vals do if not vals[k] then vals[k] = 'nan' end end
   out[h] = table.concat(vals, ',')
 end
-for r = nh + 1, #KEYS do out[r] = redis.call('GET', KEYS[r]) or '' end
+local nr = tonumber(ARGV[i]); i = i + 1
+local keys = {}
+for r = 1, nr do
+  local lo, hi = tonumber(ARGV[i]), tonumber(ARGV[i + 1]); i = i + 2
+  for b = lo, hi do keys[#keys + 1] = p .. 'a:' .. string.format('%d', b) end
+end
+local raw = {}
+if #keys > 0 then
+  for _, v in ipairs(redis.call('MGET', unpack(keys))) do
+    if v then raw[#raw + 1] = v end
+  end
+end
+out[nh + 1] = table.concat(raw)
 return out
 """
 
@@ -613,25 +628,29 @@ return out
                 end = min(hi, (t // per + 1) * per - 1)
                 runs.append((lv, t // per, t, end))
                 t = end + 1
-        args = [ns, *stat_ids, len(runs)]
-        for _, _, lo, hi in runs:
+        raw_runs: list[list[int]] = []
+        for b in plan.raw_buckets:
+            if raw_runs and raw_runs[-1][1] == b - 1:
+                raw_runs[-1][1] = b
+            else:
+                raw_runs.append([b, b])
+        args: list[Any] = [ns, *stat_ids, len(runs)]
+        for r in runs:
+            args += r
+        args.append(len(raw_runs))
+        for lo, hi in raw_runs:
             args += (lo, hi)
         uniq = list(dict.fromkeys(ents))
-        calls = []
-        for e in uniq:
-            keys = [f"{p}{{{e}}}:{lv}:{g}" for lv, g, _, _ in runs]
-            keys += [f"{p}{{{e}}}:a:{b}" for b in plan.raw_buckets]
-            calls.append((len(keys), *keys, *args))
         for attempt in (0, 1):  # EVALSHA without redis-py's SCRIPT EXISTS round trip per call
             sha = getattr(self, "_agg_read_sha", None) or self._client.script_load(self._AGG_READ_LUA)
             self._agg_read_sha = sha
             try:
-                if len(calls) == 1:
-                    res = [self._client.execute_command("EVALSHA", sha, *calls[0])]
+                if len(uniq) == 1:
+                    res = [self._client.execute_command("EVALSHA", sha, 1, f"{p}{{{uniq[0]}}}:", *args)]
                 else:
                     pipe = self._client.pipeline(transaction=False)
-                    for c in calls:
-                        pipe.execute_command("EVALSHA", sha, *c)
+                    for e in uniq:
+                        pipe.execute_command("EVALSHA", sha, 1, f"{p}{{{e}}}:", *args)
                     res = pipe.execute()
                 break
             except redis.exceptions.NoScriptError:
@@ -651,14 +670,14 @@ return out
         parts_row, parts_idx, parts_val = [], [], []
         raw: list[tuple[int, bytes]] = []
         for e, out in zip(uniq, res):
-            text = b",".join(out[: len(runs)])
-            vals = np.array(text.split(b","), dtype="float64") if runs else np.empty(0)
+            vals = np.array(b",".join(out[: len(runs)]).split(b","), dtype="float64") if runs else np.empty(0)
             have = np.flatnonzero(~np.isnan(vals))
             for r in rows_of[e]:
                 parts_row.append(np.full(len(have), r, dtype="int64"))
                 parts_idx.append(have)
                 parts_val.append(vals[have])
-                raw.extend((r, blob) for blob in out[len(runs):] if blob)
+                if out[len(runs)]:
+                    raw.append((r, out[len(runs)]))
         idx = np.concatenate(parts_idx) if parts_idx else np.empty(0, "int64")
         cells = Cells(np.concatenate(parts_row) if parts_row else np.empty(0, "int64"), levels[idx], tiles[idx],
                       stats[idx], np.concatenate(parts_val) if parts_val else np.empty(0))

@@ -84,6 +84,12 @@ def test_store_state_equals_oracle(kind: str, aggs: list[Aggregation], tmp_path:
                     assert g[name] == pytest.approx(w[name], rel=1e-9), name
                 else:
                     assert g[name] == w[name], (kind, at - now, name, g[name], w[name])
+        for u, w in zip(users, want):  # one key per read: the path a single request takes
+            one = store.read_aggregates(view, pa.table({"user_id": [u]}), None, at).to_pylist()[0]
+            assert one.keys() == w.keys()
+            for name in w:
+                assert one[name] == pytest.approx(w[name], rel=1e-9) if name.startswith("amount_stddev") \
+                    and w[name] is not None else one[name] == w[name], (kind, u, name)
     store.delete_aggregates("v")
     empty = store.read_aggregates(view, pa.table({"user_id": [0]}), None, now).to_pylist()[0]
     assert all(v in (0, None) for v in empty.values())
