@@ -22,6 +22,7 @@ import pyarrow as pa
 
 if TYPE_CHECKING:
     from quiver.definitions import FeatureView, Source
+    from quiver.plan.retrieval import EntityInput, RetrievalPlan
 
 __all__ = [
     "EVENT_TS",
@@ -155,6 +156,43 @@ class OfflineEngine(Protocol):
         self, source: Source, start: datetime | None = None, end: datetime | None = None
     ) -> pa.RecordBatchReader:
         """A source's rows in ``[start, end)`` of event time, columns as named by the view."""
+        ...
+
+    def materialize(
+        self, view: FeatureView, start: datetime, end: datetime, *, created_after: datetime | None = None
+    ) -> pa.Table:
+        """Write the view's compacted history (deduplicated on keys and event time by the
+        greatest created time, superseded versions kept) and return the latest row per
+        key with event time in ``[start, end)`` (only rows created after
+        ``created_after`` when given). Idempotent."""
+        ...
+
+    def write_events(self, source: Source, table: pa.Table) -> None:
+        """Append pushed/streamed events of a Kafka or push source to the offline store;
+        every later read of a view over that source sees them."""
+        ...
+
+    def get_historical_features(self, plan: RetrievalPlan, entities: EntityInput) -> pa.RecordBatchReader:
+        """Run an engine-neutral retrieval plan (point-in-time joins and window
+        aggregations) over the entity rows; one output row per entity row, in order."""
+        ...
+
+    def query(self, sql: str) -> pa.Table:
+        """Run a query in the engine's own SQL (an entity frame given as a query)."""
+        ...
+
+    def entity_timeline(self, views: list[FeatureView], start: datetime, end: datetime) -> pa.Table:
+        """Every (join keys, event_timestamp) with rows in ``[start, end)`` in any of the
+        views (which share join keys), sorted by time: entity rows for a training set
+        asked for without an entity frame."""
+        ...
+
+    def write_dataset(self, name: str, batches: pa.RecordBatchReader) -> tuple[str, int]:
+        """Store a saved dataset's rows; returns where (engine-specific location) and how many."""
+        ...
+
+    def read_dataset(self, path: str) -> pa.Table:
+        """Read back a dataset written by ``write_dataset``."""
         ...
 
     def close(self) -> None: ...
