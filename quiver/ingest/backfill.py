@@ -119,7 +119,8 @@ def backfill(
             progress(i, len(chunks))
         if i in done:
             continue
-        rows += _online_chunk(store, view, a, b) if online else _offline_chunk(store, view, a, b, i)
+        scope = f"backfill/{view.name}/{view.version_hash}/{start.isoformat()}/{end.isoformat()}"
+        rows += _online_chunk(store, view, a, b, {scope: i + 1}) if online else _offline_chunk(store, view, a, b, i)
         done.append(i)
         store.registry.set_value(NAMESPACE, key, {**spec, "done": done, "finished": len(done) == len(chunks)})
     if progress:
@@ -128,7 +129,9 @@ def backfill(
             "chunks_skipped": skipped, "rows": rows}
 
 
-def _online_chunk(store: FeatureStore, view: FeatureView, a: datetime, b: datetime) -> int:
+def _online_chunk(store: FeatureStore, view: FeatureView, a: datetime, b: datetime, offsets: dict[str, int]) -> int:
+    """One chunk into the online state, with the chunk's number recorded in the same
+    transaction: a chunk applied just before a crash is skipped when the run resumes."""
     from quiver.ingest.stream import EventIngestor
 
     events = view_events(store, view, a, b)
@@ -140,7 +143,7 @@ def _online_chunk(store: FeatureStore, view: FeatureView, a: datetime, b: dateti
     events = events.rename_columns([ts if c == "event_timestamp" else c for c in events.column_names])
     ing = EventIngestor(src, [view], store.online, root, store.offline)
     ing.snapshot_views = []
-    return ing.ingest(events, to="online")
+    return events.num_rows if ing.ingest(events, offsets, to="online", wait=False)() else 0
 
 
 def _offline_chunk(store: FeatureStore, view: FeatureView, a: datetime, b: datetime, i: int) -> int:
