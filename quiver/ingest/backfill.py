@@ -79,7 +79,7 @@ def _duck(q: str, start: datetime, end: datetime) -> pa.Table:
     con = duckdb.connect()
     try:
         con.execute("SET TimeZone = 'UTC'")
-        return con.execute(q, [start, end]).to_arrow_table()
+        return con.sql(q, params=[start, end]).to_arrow_table()
     finally:
         con.close()
 

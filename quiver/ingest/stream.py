@@ -494,6 +494,7 @@ class StreamWorker:
             over = views_over(name, views)
             ing = EventIngestor(src, over, online, offline_root)
             self.parts.append((src, over, ing))
+        self.keep_metrics = bool(opts.pop("keep_metrics", False))  # tests scrape after the run
         self.metrics = _Metrics(int(self.metrics_port) if self.metrics_port else None)
         self.streams: list[Any] = []
         self.stopped = False
@@ -541,6 +542,8 @@ class StreamWorker:
             for s in self.streams:
                 s.close()
             self.streams = []
+            if self.metrics.enabled and self.metrics.server is not None and not self.keep_metrics:
+                self.metrics.server.shutdown()
         return self.status()
 
     def stop(self) -> None:

@@ -1,0 +1,56 @@
+"""The worker's freshness reporting: Prometheus metrics, ``stream_status`` and the
+dead-letter store, after consuming a small topic with some bad messages."""
+
+from __future__ import annotations
+
+import socket
+import time
+import urllib.request
+from pathlib import Path
+
+import orjson
+import pyarrow.parquet as pq
+
+from quiver import FeatureStore
+from quiver.ingest.stream import StreamWorker
+from tests.fixtures.kafka import CONSUMER, KafkaBroker, topic_name
+from tests.stream.conftest import make_repo
+
+
+def _port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def test_metrics_status_and_dead_letters(kafka_broker: KafkaBroker, tmp_path: Path) -> None:
+    topic = kafka_broker.create_topic(topic_name("w"), partitions=2)
+    repo = make_repo(tmp_path / "repo", topic=topic, bootstrap=kafka_broker.bootstrap)
+    store = FeatureStore(repo)
+    store.apply()
+    now = time.time()
+    good = [orjson.dumps({"user_id": i % 3, "amount": 1.0 + i, "merchant_id": i, "event_timestamp": now - i})
+            for i in range(50)]
+    bad = [b"oops", orjson.dumps({"user_id": 1, "amount": 2.0, "event_timestamp": "not a time"})]
+    kafka_broker.produce(topic, good[:25] + bad + good[25:], [b"k"] * 52)  # one partition: offsets 25 and 26
+    port = _port()
+    worker = StreamWorker([store.get_feature_view("user_tx")], store.online, repo / "data/offline",
+                          registry=store.registry,
+                          options={"consumer": CONSUMER, "metrics_port": port, "keep_metrics": True})
+    result = worker.run(idle_exit=0.5, max_seconds=60)
+    src = result["sources"]["transactions"]
+    assert src["events"] == 50 and src["dead_letters"] == 2 and src["latency_ms_p50"] is not None
+    body = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    worker.metrics.server.shutdown()
+    assert 'quiver_stream_events_total{source="transactions"} 50.0' in body
+    assert 'quiver_stream_dead_letters_total{source="transactions"} 2.0' in body
+    assert "quiver_stream_consumer_lag{" in body and "quiver_stream_event_to_online_seconds_bucket" in body
+    status = store.stream_status()
+    (report,) = status["workers"].values()
+    assert report["sources"]["transactions"]["events"] == 50 and status["dead_letters"] == 2
+    files = list((repo / "data/offline/dead_letters/transactions").glob("*.parquet"))
+    dead = sorted(pq.read_table(files[0]).to_pylist(), key=lambda r: r["offset"])
+    assert [(d["topic"], d["offset"]) for d in dead] == [(topic, 25), (topic, 26)]
+    assert dead[0]["reason"].startswith("not JSON") and "timestamp" in dead[1]["reason"]
+    assert dead[0]["payload"] == b"oops"
+    store.close()
