@@ -208,6 +208,7 @@ class SQLiteOnlineStore:
         self._lock = threading.Lock()
         self._schemas: dict[str, tuple[tuple[str, str], ...]] = {}
         self._plans: dict[tuple[str, tuple[str, ...]], tuple[str, str, list[tuple[int, Any]]]] = {}
+        self._joined: dict[tuple[tuple[str, tuple[str, ...]], ...], tuple[str, Any]] = {}
 
     # -- connections -----------------------------------------------------------------
 
@@ -255,6 +256,7 @@ class SQLiteOnlineStore:
                 con.execute(f"ALTER TABLE {_q(view.name)} ADD COLUMN {_q(n)} {t}")
         self._schemas[view.name] = spec
         self._plans = {k: v for k, v in self._plans.items() if k[0] != view.name}
+        self._joined = {}
 
     # -- writes ----------------------------------------------------------------------
 
@@ -312,6 +314,8 @@ class SQLiteOnlineStore:
         self, reads: Sequence[tuple[FeatureView, Sequence[tuple[Any, ...]], Sequence[str]]]
     ) -> list[list[tuple[Any, ...] | None]]:
         con = self._con()
+        if len(reads) > 1 and all(len(r[1]) == 1 for r in reads):
+            return self._one_each(con, reads)
         out: list[list[tuple[Any, ...] | None]] = []
         for view, keys, features in reads:
             one, many, fixers = self._plan(view, features)
@@ -320,6 +324,38 @@ class SQLiteOnlineStore:
             else:
                 rows = self._many(con, many, len(view.join_keys), keys)
             out.append(fix_rows(rows, fixers) if fixers else rows)
+        return out
+
+    def _one_each(
+        self, con: sqlite3.Connection, reads: Sequence[tuple[FeatureView, Sequence[tuple[Any, ...]], Sequence[str]]]
+    ) -> list[list[tuple[Any, ...] | None]]:
+        """One key in each of several views (one entity's vector): one statement, a
+        primary-key ``LEFT JOIN`` per view, so one step of SQLite answers the call."""
+        key = tuple((view.name, tuple(features)) for view, _, features in reads)
+        joined = self._joined.get(key)
+        if joined is None:
+            cols: list[str] = []
+            joins: list[str] = []
+            spans: list[tuple[int, int, list[tuple[int, Any]]]] = []
+            for n, (view, _, features) in enumerate(reads):
+                fixers = self._plan(view, features)[2]
+                t = f"t{n}"
+                start = len(cols)
+                cols += [f"{t}.{_q(f)}" for f in features] + [f"{t}.{_EV}"]
+                on = " AND ".join(f"{t}.{_q(k)} = ?" for k in view.join_keys)
+                joins.append(f"LEFT JOIN {_q(view.name)} AS {t} ON {on}")
+                spans.append((start, len(cols), fixers))
+            sql = f"SELECT {', '.join(cols)} FROM (SELECT 1) " + " ".join(joins)
+            joined = self._joined[key] = (sql, spans)
+        sql, spans = joined
+        row = con.execute(sql, [v for _, keys, _ in reads for v in keys[0]]).fetchone()
+        out: list[list[tuple[Any, ...] | None]] = []
+        for a, b, fixers in spans:
+            r = row[a:b]
+            if r[-1] is None:  # the event time is NOT NULL: no row for this key
+                out.append([None])
+            else:
+                out.append(fix_rows([r], fixers) if fixers else [r])
         return out
 
     @staticmethod
@@ -349,6 +385,7 @@ class SQLiteOnlineStore:
         self._con().execute(f"DROP TABLE IF EXISTS {_q(view_name)}")
         self._schemas.pop(view_name, None)
         self._plans = {k: v for k, v in self._plans.items() if k[0] != view_name}
+        self._joined = {}
 
     # -- aggregation state (streaming) ---------------------------------------------------
     # Owned by the streaming work (quiver.ingest.stream). Cells and raw events of

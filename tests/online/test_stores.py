@@ -168,3 +168,17 @@ def test_any_write_order_converges(store: Any, data: list[tuple[int, int, int, i
         allowed = {float(v) for kk, e, c, v in data if kk == k and (e, c) == best}
         assert got[k][0] in allowed
         assert got[k][1] == store_ts(T0 + timedelta(hours=best[0]))
+
+
+def test_one_key_in_each_of_several_views_equals_reading_them_apart(store: Any) -> None:
+    """One entity's vector is answered in one statement on SQLite: the same rows as view by view."""
+    when = datetime(2025, 5, 6, tzinfo=UTC)
+    store.write(TYPED, rows(TYPED, [{"shop": "a", "b": False, "when": when, "arr": [1], "ev": T0}]))
+    store.write(VIEW, rows(VIEW, [{"user_id": 1, "x": 0.5, "s": "z", "ev": T0}]))
+    store.write(PAIR, rows(PAIR, [{"user_id": 1, "shop": "a", "n": 3, "ev": T0}]))
+    reads = [(TYPED, [("a",)], ["when", "b", "arr"]), (VIEW, [(2,)], ["x"]), (PAIR, [(1, "a")], ["n"]),
+             (VIEW, [(1,)], ["s", "x"])]
+    together = store.lookup(reads)
+    apart = [store.lookup([r])[0] for r in reads]
+    assert together == apart == [[(when, False, [1], store_ts(T0))], [None], [(3, store_ts(T0))],
+                                 [("z", 0.5, store_ts(T0))]]
