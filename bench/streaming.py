@@ -196,10 +196,16 @@ def main() -> None:
         proc = subprocess.Popen([sys.executable, "-c", "from quiver.cli import main; main()", "-r", str(repo),
                                  "stream", "--group", "bench-steady", "--batch-size", "2000"],
                                 stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        time.sleep(4)  # group formation
         from confluent_kafka import Producer
 
         p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 2})
+        for i in range(args.partitions * 4):  # probes: start timing once the worker consumes
+            p.produce(topic2, value=vals[i], key=keys[i])
+        p.flush(10)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline and sum(store.online.read_offsets(f"{topic2}/").values()) == 0:
+            time.sleep(0.05)
+        time.sleep(1.0)
         t0 = time.perf_counter()
         sent = 0
         stop = t0 + args.seconds

@@ -306,7 +306,7 @@ class StateLayout:
             for c in covers.values():
                 for lv, tl in c.tiles:
                     acc.setdefault(lv, set()).add(tl)
-            whole = sorted(acc.pop(0, set()))  # whole minutes: raw buckets, read in full
+            whole = sorted(acc.pop(0, set())) if W.FIRST_STORED_LEVEL > 0 else []  # minutes read raw
             cached = ({lv: sorted(ts) for lv, ts in sorted(acc.items())}, whole)
             if len(self._tile_cache) > 256:
                 self._tile_cache.clear()

@@ -1,14 +1,13 @@
 """Tile arithmetic: how a window ``[t - w, t)`` is covered by stored pieces.
 
 A window is covered by tiles at three levels (1 minute, 1 hour, 1 day;
-integer microseconds since the epoch, aligned to the epoch). Hour and day
-tiles hold partial aggregates; the raw events are kept in 1-minute buckets,
-and a minute tile is its bucket (folding a minute of raw events at read time
-costs less than writing a third level of cells for every event). The partial
-minute at each edge of a window is read from raw events and filtered to the
-exact bounds; everything between comes from the largest whole tiles that fit.
-A 30-day window for an entity then costs about 30 day tiles, 2 x 23 hour
-tiles and up to 2 x 60 raw minute buckets, however long the window.
+integer microseconds since the epoch, aligned to the epoch) holding partial
+aggregates, and the raw events are kept too, in 1-minute buckets, because a
+window's edges rarely fall on a tile boundary: the partial minute at each
+edge is read from raw events and filtered to the exact bounds, and everything
+between comes from the largest whole tiles that fit. A 30-day window for an
+entity then costs about 30 day tiles, 2 x 23 hour tiles, 2 x 59 minute tiles
+and two raw minute buckets, however busy the entity is.
 """
 
 from __future__ import annotations
@@ -25,7 +24,10 @@ HOUR = 60 * MINUTE
 DAY = 24 * HOUR
 LEVELS: tuple[int, ...] = (MINUTE, HOUR, DAY)  # tile sizes, each divides the next
 RAW_BUCKET = MINUTE  # raw events are kept per minute
-FIRST_STORED_LEVEL = 1  # minute tiles are not stored: their raw bucket is the tile
+# The first tile level kept as partial aggregates; below it, a tile is read as its raw
+# bucket. 0 keeps minute tiles: busy entities (hundreds of events a minute) then read
+# only the two edge minutes raw, at the price of a third cell per event on write.
+FIRST_STORED_LEVEL = 0
 # tiles of one level are stored together in groups of this span (a Redis hash, a key range)
 GROUP: tuple[int, ...] = (HOUR, DAY, 32 * DAY)
 RAW_GROUP = MINUTE

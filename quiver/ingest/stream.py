@@ -562,12 +562,14 @@ class StreamWorker:
         if not msgs:
             return 0
         table, dead, good = parse_messages(msgs, src, views)
-        parts = np.asarray([msgs[i].partition for i in good], dtype="int64")
+        all_parts = np.fromiter((m.partition for m in msgs), "int64", len(msgs))
+        all_offs = np.fromiter((m.offset for m in msgs), "int64", len(msgs))
+        parts = all_parts[np.asarray(good, dtype="int64")] if len(good) != len(msgs) else all_parts
         first: dict[int, int] = {}
         nxt: dict[int, int] = {}
-        for m in msgs:
-            first.setdefault(m.partition, m.offset)
-            nxt[m.partition] = max(nxt.get(m.partition, 0), m.offset + 1)
+        for p in np.unique(all_parts).tolist():
+            mine = all_offs[all_parts == p]
+            first[p], nxt[p] = int(mine.min()), int(mine.max()) + 1
         for p, f in first.items():
             name = f"{src.topic}-{p}-{f:020d}"
             write_event_files(self.root, src, table.filter(pa.array(parts == p)) if len(first) > 1 else table, name)

@@ -462,25 +462,32 @@ return 1
         from quiver.aggregation.windows import RAW_BUCKET
 
         raw = raw.sort_by([("entity", "ascending"), ("bucket", "ascending")])
-        ents = raw.column("entity").to_pylist()
+        n = raw.num_rows
         buckets = raw.column("bucket").to_numpy()
-        payloads = raw.column("payload").to_pylist()
-        tag, cmd = ("a", "APPEND") if lay.numeric else ("r", "RPUSH")
-        starts = [0]
-        if len(ents) > 1:
+        starts = np.zeros(1, dtype="int64")
+        if n > 1:
             e_arr = raw.column("entity").combine_chunks()
-            changed = pc.not_equal(e_arr.slice(1), e_arr.slice(0, len(ents) - 1)).to_numpy(zero_copy_only=False)
-            starts += (np.flatnonzero(changed | (buckets[1:] != buckets[:-1])) + 1).tolist()
-        starts.append(len(ents))
-        for i, j in zip(starts[:-1], starts[1:]):
-            key = f"{p}{{{ents[i]}}}:{tag}:{buckets[i]}"
-            if lay.numeric:
-                out += (cmd, key, b"".join(payloads[i:j]))
-            else:
+            changed = pc.not_equal(e_arr.slice(1), e_arr.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+            starts = np.concatenate([starts, np.flatnonzero(changed | (buckets[1:] != buckets[:-1])) + 1])
+        heads = raw.take(pa.array(starts))
+        tag, cmd = ("a", "APPEND") if lay.numeric else ("r", "RPUSH")
+        keys = pc.binary_join_element_wise(p + "{", heads.column("entity"), "}:" + tag + ":",
+                                           pc.cast(heads.column("bucket"), pa.string()), "").to_pylist()
+        ends = (heads.column("bucket").to_numpy() + 1) * RAW_BUCKET + lay.max_window_us
+        cols["ek"] += keys
+        cols["em"] += pc.cast(pa.array(ends // 1000), pa.string()).to_pylist()
+        bounds = np.append(starts, n).tolist()
+        if lay.numeric:  # fixed-size records, sorted: each group is one slice of one buffer
+            payload = raw.column("payload").combine_chunks()
+            data = payload.buffers()[2].to_pybytes()
+            offs = np.frombuffer(payload.buffers()[1], dtype="int32")[payload.offset: payload.offset + n + 1]
+            for key, i, j in zip(keys, bounds[:-1], bounds[1:]):  # offsets index the whole buffer
+                out += (cmd, key, data[int(offs[i]): int(offs[j])])
+        else:
+            payloads = raw.column("payload").to_pylist()
+            for key, i, j in zip(keys, bounds[:-1], bounds[1:]):
                 for pl in payloads[i:j]:
                     out += (cmd, key, pl)
-            cols["ek"].append(key)
-            cols["em"].append(str(((int(buckets[i]) + 1) * RAW_BUCKET + lay.max_window_us) // 1000))
 
     def read_offsets(self, prefix: str = "") -> dict[str, int]:
         """The next offset to consume per stream scope (``topic/partition``) the state holds."""

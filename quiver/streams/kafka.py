@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 from quiver.errors import TransientError
 
@@ -26,8 +25,7 @@ except ImportError as e:  # pragma: no cover - reported by plugins.load with the
 __all__ = ["KafkaStream", "Message"]
 
 
-@dataclass(frozen=True, slots=True)
-class Message:
+class Message(NamedTuple):  # a tuple: thousands are made per batch
     topic: str
     partition: int
     offset: int
@@ -91,8 +89,16 @@ class KafkaStream:
         except ck.KafkaException as e:
             raise TransientError(f"Kafka {self.bootstrap_servers}: {e}") from e
         out = []
+        topic = self.topic
+        eof = self.at_eof
         for m in raw:
             err = m.error()
+            if err is None:
+                ts_type, ts = m.timestamp()
+                part = m.partition()
+                eof.discard(part)  # in order: a partition's end counts only after its last message
+                out.append(Message(topic, part, m.offset(), m.value(), ts if ts_type else None))
+                continue
             if err is not None:
                 if err.code() == ck.KafkaError._PARTITION_EOF:
                     self.at_eof.add(m.partition())
@@ -101,9 +107,6 @@ class KafkaStream:
                 if err.retriable() or err.code() in (ck.KafkaError._TRANSPORT, ck.KafkaError._ALL_BROKERS_DOWN):
                     continue
                 raise TransientError(f"Kafka topic {self.topic!r}: {err.str()}")
-            self.at_eof.discard(m.partition())
-            ts_type, ts = m.timestamp()
-            out.append(Message(m.topic(), m.partition(), m.offset(), m.value(), ts if ts_type else None))
         return out
 
     def commit(self, offsets: dict[int, int]) -> None:
