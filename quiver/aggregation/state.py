@@ -360,7 +360,7 @@ class StateLayout:
         self,
         plan: ReadPlan,
         n_keys: int,
-        cells: Sequence[tuple[int, int, int, int, Any, Any]],
+        cells: Sequence[tuple[int, int, int, int, Any, Any]] | Cells,
         raw: Sequence[tuple[int, bytes]],
     ) -> pa.Table:
         """The same fold in numpy, for numeric stats that add, or keep a min or max
@@ -411,13 +411,13 @@ class StateLayout:
                     acc[st.name] = total(crow[sel], cval[sel], 0) + total(rr, x, len(rr))
                 else:
                     fill, fn = (np.inf, np.minimum) if st.kind == "min" else (-np.inf, np.maximum)
-                    a = np.full(n_keys, fill)
-                    fn.at(a, crow[sel], cval[sel])
-                    fn.at(a, rr, rv)
-                    acc[st.name] = a
-            for a in plan.aggregations:
-                if int(a.window.total_seconds() * 1_000_000) == w:
-                    out[a.name] = _finalize_np(a, acc, self.value_types[a.column])
+                    best = np.full(n_keys, fill)
+                    fn.at(best, crow[sel], cval[sel])
+                    fn.at(best, rr, rv)
+                    acc[st.name] = best
+            for agg in plan.aggregations:
+                if int(agg.window.total_seconds() * 1_000_000) == w:
+                    out[agg.name] = _finalize_np(agg, acc, self.value_types[agg.column])
         return pa.table({a.name: out[a.name] for a in plan.aggregations})
 
     def _raw_rows(self, raw: Sequence[tuple[int, bytes]]) -> np.ndarray:
@@ -493,7 +493,7 @@ def _finalize_np(agg: Aggregation, acc: dict[str, np.ndarray], value_type: pa.Da
     """``functions.finalize`` for numpy accumulators (same rules: empty -> 0 or null)."""
     c, f = agg.column, agg.function
     out_type = agg.output_dtype().arrow
-    n = acc.get(f"{c}.n")
+    n = acc.get(f"{c}.n", np.zeros(0))
     if f == "count":
         res = pa.array(np.rint(n).astype("int64"))
     elif f in ("min", "max"):

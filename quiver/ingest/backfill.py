@@ -110,7 +110,7 @@ def backfill(
     done: list[int] = list(state.get("done", [])) if resuming else []
     chunks = _chunks(start, end, size)
     if online and not resuming:
-        store.online.delete_aggregates(view.name)
+        store.online.delete_aggregates(view.name)  # type: ignore[attr-defined]
     store.registry.set_value(NAMESPACE, key, {**spec, "done": done, "finished": False})
     rows = 0
     skipped = len(done)
@@ -143,7 +143,7 @@ def _online_chunk(store: FeatureStore, view: FeatureView, a: datetime, b: dateti
     events = events.rename_columns([ts if c == "event_timestamp" else c for c in events.column_names])
     ing = EventIngestor(src, [view], store.online, root, store.offline)
     ing.snapshot_views = []
-    return events.num_rows if ing.ingest(events, offsets, to="online", wait=False)() else 0
+    return int(events.num_rows) if ing.ingest(events, offsets, to="online", wait=False)() else 0
 
 
 def _offline_chunk(store: FeatureStore, view: FeatureView, a: datetime, b: datetime, i: int) -> int:
@@ -158,4 +158,4 @@ def _offline_chunk(store: FeatureStore, view: FeatureView, a: datetime, b: datet
     tmp = name.with_suffix(".tmp")
     pq.write_table(table, tmp)
     os.replace(tmp, name)
-    return table.num_rows
+    return int(table.num_rows)

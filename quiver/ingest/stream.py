@@ -92,7 +92,7 @@ def _timestamp_us(v: Any) -> int:
     if isinstance(v, int | float):
         return _epoch_to_us(v)
     d = to_utc(v)  # ISO strings, datetimes (naive = UTC), pandas Timestamps, dates
-    return (d - datetime(1970, 1, 1, tzinfo=UTC)) // _US
+    return int((d - datetime(1970, 1, 1, tzinfo=UTC)) // _US)
 
 
 _US = __import__("datetime").timedelta(microseconds=1)
@@ -498,6 +498,7 @@ class StreamWorker:
         self.metrics = _Metrics(int(self.metrics_port) if self.metrics_port else None)
         self.streams: list[Any] = []
         self.stopped = False
+        self._inflight: tuple[Any, ...] | None = None
 
     def _open(self) -> None:
         from quiver import plugins
@@ -592,7 +593,7 @@ class StreamWorker:
 
     def _settle(self) -> None:
         """Wait for the batch in flight; then commit its offsets and record its latency."""
-        inflight, self._inflight = getattr(self, "_inflight", None), None
+        inflight, self._inflight = self._inflight, None
         if inflight is None:
             return
         pending, src, ing, stream, nxt, created = inflight

@@ -95,14 +95,14 @@ class KafkaStream:
             err = m.error()
             if err is None:
                 ts_type, ts = m.timestamp()
-                part = m.partition()
+                part: int = m.partition()  # type: ignore[assignment]
                 eof.discard(part)  # in order: a partition's end counts only after its last message
-                out.append(Message(topic, part, m.offset(), m.value(), ts if ts_type else None))
+                out.append(Message(topic, part, m.offset(), m.value(), ts if ts_type else None))  # type: ignore[arg-type]
                 continue
             if err is not None:
                 if err.code() == ck.KafkaError._PARTITION_EOF:
-                    self.at_eof.add(m.partition())
-                    self.high[m.partition()] = m.offset()
+                    self.at_eof.add(m.partition())  # type: ignore[arg-type]
+                    self.high[m.partition()] = m.offset()  # type: ignore[index,assignment]
                     continue
                 if err.retriable() or err.code() in (ck.KafkaError._TRANSPORT, ck.KafkaError._ALL_BROKERS_DOWN):
                     continue

@@ -35,7 +35,7 @@ def to_table(rows: Any) -> pa.Table:
         except (pa.ArrowInvalid, pa.ArrowTypeError) as e:
             raise InputError(f"push: the rows have mixed types in a column ({e})") from None
     if hasattr(rows, "to_arrow") and not hasattr(rows, "iloc"):  # polars
-        return rows.to_arrow()  # type: ignore[no-any-return]
+        return rows.to_arrow()
     if hasattr(rows, "iloc"):  # pandas
         return pa.Table.from_pandas(rows, preserve_index=False)
     raise InputError(f"push: cannot read rows of type {type(rows).__name__}; give a list of dicts, a dict of "
