@@ -1,9 +1,10 @@
 """Spool files of the served-vector log -> Parquet.
 
 A spool file (written by ``served_log.ServedLog``) is the length of a header,
-the header ``(SPOOL_MAGIC, 1, {number: Arrow schema})`` and one marshal list
-of records, one per logged response: ``(number, request time in epoch µs,
-column lists...)``, read back in one ``marshal.loads``.
+the header ``(SPOOL_MAGIC, 2, {number: Arrow schema})`` and one marshal list
+of packs, each a list of records, one per logged response: ``(number,
+request time in epoch µs, {key: list}, {feature: list})``, all read back in
+one ``marshal.loads``.
 Each becomes one Parquet file per schema under ``date=YYYY-MM-DD/`` (the day
 of its first request), named after the spool file, so compacting a file twice
 (two readers at once, or a crash between writing the Parquet file and
@@ -27,6 +28,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from itertools import chain
+from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +51,9 @@ def read_spool(data: bytes) -> dict[int, pa.Table]:
         raise ValueError("not a served-log spool file (no header)")
     schemas = {no: pa.ipc.read_schema(pa.py_buffer(raw)) for no, raw in header[2].items()}
     with _no_gc():  # a million small lists: the cyclic GC would rescan them again and again
-        records = marshal.loads(memoryview(data)[SPOOL_HEAD.size + hl:])
+        packs = marshal.loads(memoryview(data)[SPOOL_HEAD.size + hl:])
         groups: dict[int, list[tuple[Any, ...]]] = {}
-        for rec in records:
+        for rec in chain.from_iterable(packs):
             groups.setdefault(rec[0], []).append(rec)
         out = {}
         for no, recs in groups.items():
@@ -60,16 +62,22 @@ def read_spool(data: bytes) -> dict[int, pa.Table]:
 
 
 def _table(schema: pa.Schema, recs: list[tuple[Any, ...]]) -> pa.Table:
-    """Records of one schema -> a table: each column's lists chained (in C) and converted in one call."""
-    cols = list(zip(*recs, strict=True))
+    """Records ``(number, time, key columns, value columns)`` of one schema -> a table:
+    each column's lists gathered and chained in C and converted in one Arrow call."""
+    _, times_t, keys, values = zip(*recs, strict=True)
     fields = list(schema)[1:]
-    times = np.asarray(cols[1], dtype=np.int64)
-    if cols[2:]:
-        lengths = np.fromiter(map(len, cols[2]), dtype=np.int64, count=len(recs))
+    cols = []
+    for f in fields:
+        src = keys if f.name in keys[0] else values
+        cols.append(list(chain.from_iterable(map(itemgetter(f.name), src))))
+    times = np.asarray(times_t, dtype=np.int64)
+    if fields:
+        first = keys if fields[0].name in keys[0] else values
+        lengths = np.fromiter(map(len, map(itemgetter(fields[0].name), first)), dtype=np.int64, count=len(recs))
         if int(lengths.sum()) != len(recs):  # responses of several entity rows: one request time per row
             times = np.repeat(times, lengths)
     arrays = [pa.array(times, type=pa.int64()).cast(TS)]
-    arrays += [pa.array(list(chain.from_iterable(c)), type=f.type) for c, f in zip(cols[2:], fields, strict=True)]
+    arrays += [pa.array(c, type=f.type) for c, f in zip(cols, fields, strict=True)]
     return pa.Table.from_arrays(arrays, schema=schema)
 
 

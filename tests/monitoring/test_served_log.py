@@ -119,7 +119,7 @@ def test_compacting_twice_never_duplicates(tmp_path: Path) -> None:
 
 
 def test_a_full_buffer_drops_and_counts(tmp_path: Path) -> None:
-    log = ServedLog(tmp_path, 1.0, flush_seconds=60, max_buffer=3, compact_files=0)
+    log = ServedLog(tmp_path, 1.0, flush_seconds=60, max_buffer=3, compact_files=0, group=1)
     for i in range(5):
         log.log(_plan(), _Response({"id": [i], "seen": [None], "tags": [None]}), T0 + i)
     assert log.dropped == 2 and log.flush() == 3
