@@ -47,7 +47,7 @@ def best(fn: Any, runs: int = 3) -> tuple[float, Any]:
     return min(times), out
 
 
-def hand_query(files: list[str], cols: dict[str, str], ref: dict[str, Any], lo: Any, hi: Any) -> str:
+def hand_query(files: list[str], cols: dict[str, str | None], ref: dict[str, Any], lo: Any, hi: Any) -> str:
     parts = ["count(*)"]
     for c, kind in cols.items():
         if kind == "number":
