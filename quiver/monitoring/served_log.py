@@ -6,15 +6,17 @@ Python-object work in a background thread (building Arrow arrays from the
 responses' lists, pickling them) makes requests wait for the GIL, and the
 wait lands on the tail (the first version did that: p99 +224% at rate 1).
 Measured here, the cheapest place for the one unavoidable step, reading the
-Python values, is the request thread itself, in small packs:
+Python values, is the request thread itself:
 
-* ``ServedLog.log`` draws the sample and appends references to the
-  response's own key and value dicts (no copy, no merged dict); every
-  ``group``-th (8) call packs the waiting records with one
-  ``marshal.dumps`` (a C loop over them, a few microseconds). Per record
-  that is cheaper than marshalling each one (+0.5 µs p50 against +2.5 µs)
-  and than a writer thread doing it (GIL hand-offs); packs of 32 or more
-  show on p99;
+* ``ServedLog.log`` draws the sample and ``marshal``s references to the
+  response's own key and value dicts (no merged dict) into one bytes record,
+  a deque append: about 1 µs in a hot loop, 2-4 µs between real requests on
+  this machine, the same for every sampled request. With ``group`` > 1 it
+  keeps references instead and every ``group``-th call packs the waiting
+  records in one ``marshal.dumps``: cheaper on average (+0.5-1.5 µs p50 at
+  group 8), but the pack lands on one request in ``group`` / rate, which is
+  right where p99 is, so the default is 1. A writer thread doing the
+  marshalling measured worse than both (GIL hand-offs);
 * a daemon thread, every ``flush_seconds`` (or when ``batch`` records wait),
   pops the packs and writes them as one spool file under
   ``{offline}/served/spool/``: a ``bytes.join`` and a file write, both in C,
@@ -26,9 +28,9 @@ Python values, is the request thread itself, in small packs:
   process started by the writer (at low priority), so a long-running server
   keeps its log in Parquet without converting anything under its own GIL.
 
-The response's lists are referenced, not copied, until their pack is made
-(at most ``group`` - 1 further requests): a caller that mutates the lists
-of ``to_dict()`` at once would log its change.
+With ``group`` > 1 the response's lists are referenced, not copied, until
+their pack is made (at most ``group`` - 1 further requests): a caller that
+mutates the lists of ``to_dict()`` at once would log its change.
 When the writer cannot keep up, records past ``max_buffer`` are dropped and
 counted, never blocking a request. A forked child starts its own writer and
 leaves what was buffered at the fork to the parent.
@@ -111,7 +113,7 @@ def served_log_for(config: Any) -> ServedLog | None:
             logger = _LOGS[str(root)] = ServedLog(
                 root, rate, flush_seconds=float(opts.get("flush_seconds", 1.0)),
                 batch=int(opts.get("batch", 5000)), max_buffer=int(opts.get("max_buffer", 200_000)),
-                compact_files=int(opts.get("compact_files", 60)), group=int(opts.get("group", 8)))
+                compact_files=int(opts.get("compact_files", 60)), group=int(opts.get("group", 1)))
         return logger
 
 
@@ -137,7 +139,7 @@ class ServedLog:
 
     def __init__(
         self, root: Path, sample_rate: float = 1.0, *, flush_seconds: float = 1.0, batch: int = 5000,
-        max_buffer: int = 200_000, compact_files: int = 60, group: int = 8,
+        max_buffer: int = 200_000, compact_files: int = 60, group: int = 1,
     ) -> None:
         self.root = Path(root)
         self.sample_rate = min(1.0, max(0.0, float(sample_rate)))
@@ -184,9 +186,9 @@ class ServedLog:
     # -- the hot path ---------------------------------------------------------------
 
     def log(self, plan: Any, response: Any, now_us: int | None = None) -> None:
-        """Record one response (sampled): a random draw and a deque append of references to
-        the response's own key and value columns. Every ``group``-th call packs the
-        records waiting in one ``marshal.dumps`` (a C loop, a few microseconds for 8)."""
+        """Record one response (sampled): a random draw, one ``marshal.dumps`` of the
+        response's own key and value columns, a deque append (see the module docstring
+        for ``group`` > 1)."""
         if self.sample_rate < 1.0 and self._random() >= self.sample_rate:
             return
         no = self._plans.get(id(plan))
@@ -197,6 +199,20 @@ class ServedLog:
             rec = (no, t, response._keys, response._values)
         except AttributeError:
             rec = (no, t, {}, response.to_dict())
+        if self.group == 1:  # the default: packed at once, nothing retained
+            try:
+                data = marshal.dumps([rec], 2)
+            except ValueError:
+                self._pack([rec])
+                return
+            buf = self._buf
+            if len(buf) >= self._max_packs:
+                self.dropped += 1
+                return
+            buf.append((1, data))
+            if len(buf) >= self.batch:
+                self._wake.set()
+            return
         refs = self._refs
         refs.append(rec)
         if len(refs) >= self.group:

@@ -89,8 +89,9 @@ def _plan() -> _Plan:
                  [("seen", "v", 0, 0), ("tags", "v", 0, 1)], [_Read(view, ["seen", "tags"])])
 
 
-def test_timestamps_lists_and_nulls_survive_the_spool(tmp_path: Path) -> None:
-    log = ServedLog(tmp_path, 1.0, flush_seconds=60, compact_files=0)
+@pytest.mark.parametrize("group", [1, 3])  # marshalled at once, or packed every 3rd call
+def test_timestamps_lists_and_nulls_survive_the_spool(tmp_path: Path, group: int) -> None:
+    log = ServedLog(tmp_path, 1.0, flush_seconds=60, compact_files=0, group=group)
     plan = _plan()
     seen = [datetime(2025, 1, 2, 3, 4, 5, 6, tzinfo=UTC), datetime(2025, 1, 2, 3, 4, 5), None]  # naive = UTC
     log.log(plan, _Response({"id": [1, 2, 3], "seen": seen, "tags": [["a", "b"], [], None]}), T0)
@@ -104,8 +105,9 @@ def test_timestamps_lists_and_nulls_survive_the_spool(tmp_path: Path) -> None:
     assert got[REQUEST_TIME].cast(pa.int64()).to_pylist() == [T0, T0, T0, T0 + 1]
 
 
-def test_compacting_twice_never_duplicates(tmp_path: Path) -> None:
-    log = ServedLog(tmp_path, 1.0, flush_seconds=60, compact_files=0)
+@pytest.mark.parametrize("group", [1, 2])
+def test_compacting_twice_never_duplicates(tmp_path: Path, group: int) -> None:
+    log = ServedLog(tmp_path, 1.0, flush_seconds=60, compact_files=0, group=group)
     for i in range(5):
         log.log(_plan(), _Response({"id": [i], "seen": [None], "tags": [None]}), T0 + i)
     log.close()
