@@ -447,7 +447,7 @@ def kafka_sources(views: Sequence[FeatureView]) -> dict[str, KafkaSource]:
 class _Metrics:
     """Prometheus metrics of a worker (when prometheus-client is installed)."""
 
-    def __init__(self, port: int | None) -> None:
+    def __init__(self, port: int | None, monitor_registry: Any = None) -> None:
         try:
             import prometheus_client as prom
         except ImportError:  # pragma: no cover - optional
@@ -465,6 +465,10 @@ class _Metrics:
                                       "From the message's create time to its state being durable online",
                                       ["source"], registry=self.registry,
                                       buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+        if monitor_registry is not None:  # the monitor's check results, beside the worker's own figures
+            from quiver.monitoring.metrics import CheckCollector
+
+            self.registry.register(CheckCollector(monitor_registry))
         self.server = prom.start_http_server(port, addr="127.0.0.1", registry=self.registry)[0] if port else None
 
 
@@ -495,7 +499,7 @@ class StreamWorker:
             ing = EventIngestor(src, over, online, offline_root)
             self.parts.append((src, over, ing))
         self.keep_metrics = bool(opts.pop("keep_metrics", False))  # tests scrape after the run
-        self.metrics = _Metrics(int(self.metrics_port) if self.metrics_port else None)
+        self.metrics = _Metrics(int(self.metrics_port) if self.metrics_port else None, registry)
         self.streams: list[Any] = []
         self.stopped = False
         self._inflight: tuple[Any, ...] | None = None

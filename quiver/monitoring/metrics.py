@@ -52,3 +52,24 @@ def render(registry: Any) -> str:
                   "# TYPE quiver_monitor_last_run_timestamp_seconds gauge",
                   f"quiver_monitor_last_run_timestamp_seconds {last.timestamp()!r}"]
     return "\n".join(lines) + "\n"
+
+
+class CheckCollector:
+    """The same gauges for a ``prometheus_client`` registry (the stream worker's ``/metrics``)."""
+
+    def __init__(self, registry: Any) -> None:
+        self.registry = registry
+
+    def collect(self) -> Any:
+        from prometheus_client.core import GaugeMetricFamily
+
+        families = {name: GaugeMetricFamily(name, help_, labels=["view", "feature", "check"])
+                    for name, help_ in _HELP.items()}
+        for r in ResultStore(self.registry).current():
+            labels = [r.view, r.feature or "", r.check]
+            if r.value is not None:
+                families["quiver_monitor_check_value"].add_metric(labels, float(r.value))
+            if r.threshold is not None:
+                families["quiver_monitor_check_threshold"].add_metric(labels, float(r.threshold))
+            families["quiver_monitor_check_failing"].add_metric(labels, 1.0 if r.status == FAILING else 0.0)
+        yield from families.values()

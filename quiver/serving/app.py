@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
@@ -228,7 +229,9 @@ def create_app(store: FeatureStore | str | Path = ".", settings: ServingSettings
         return Response(dumps({"status": "ok", "project": fs.config.project}), media_type=JSON)
 
     async def metrics_text(request: Request) -> Response:
-        return Response(metrics.render(), media_type=CONTENT_TYPE_LATEST)
+        # the server's own figures, then the monitor's check results as gauges
+        checks = await run_in_threadpool(fs.monitor_metrics)
+        return Response(metrics.render() + checks.encode(), media_type=CONTENT_TYPE_LATEST)
 
     import quiver
 

@@ -85,6 +85,20 @@ def test_metrics_and_report(tmp_path: Path, mon_now: datetime) -> None:
         assert 'quiver_monitor_check_failing{view="stats",feature="risk",check="psi"} 0' in text
         assert 'quiver_monitor_check_threshold{view="stats",feature="risk",check="psi"} 0.25' in text
         assert "# TYPE quiver_monitor_check_value gauge" in text
+        # the same gauges on the stream worker's prometheus registry and on the server's /metrics
+        from prometheus_client import CollectorRegistry, generate_latest
+        from starlette.testclient import TestClient
+
+        from quiver.monitoring.metrics import CheckCollector
+        from quiver.serving.app import create_app
+
+        prom = CollectorRegistry()
+        prom.register(CheckCollector(s.registry))
+        assert 'quiver_monitor_check_failing{check="psi",feature="a",view="profile"} 1.0' in generate_latest(prom).decode()
+        with TestClient(create_app(s)) as client:
+            served = client.get("/metrics").text
+        assert 'quiver_monitor_check_failing{view="profile",feature="a",check="psi"} 1' in served
+        assert "quiver_http_requests_total" in served
         out = s.monitor_report(tmp_path / "report.html")
         page = out.read_text()
         assert page.count("<svg") >= 4 and "<h3>a (KS" in page and "PSI 4" in page
