@@ -106,7 +106,12 @@ def run(store: Any, console: Any, server_url: str | None = None) -> dict[str, An
                   f"{probs.mean():.3f}, {int((probs > 0.5).sum())} flagged")
     from quiver.monitoring.served_log import served_log_for
 
-    if served_log_for(store.config) is None:
+    log = served_log_for(store.config)
+    if server_url and log is not None:
+        import time
+
+        time.sleep(log.flush_seconds + 0.5)  # the server writes its log off the request path, once per flush_seconds
+    if log is None:
         console.print("served-vector logging is off (quiver.yaml monitoring.served_log.sample_rate): no skew check")
     skew = store.monitor_skew()
     console.print(f"skew check: {skew.requests} served vectors recomputed offline; "
