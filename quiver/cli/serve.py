@@ -1,12 +1,13 @@
 """``quiver serve``: the feature server on an ASGI server.
 
-granian is the default, by measurement (bench/serving.py, wrk, one worker, on
-this 2-core machine shared with other work): on the bare floor endpoint at the
-lowest load seen, granian answered 2,877 req/s (1 connection) and 8,987 req/s
-(16) against uvicorn+uvloop+httptools' 2,007 and 8,044, with a slightly worse
-p99; on the full fraud_model request the two were within noise of each other
-(interleaved runs: 1,197 vs 1,183 and 867 vs 577 req/s at 16 connections).
-The choice matters less than the read path itself; uvicorn stays available
+uvicorn (uvloop + httptools) is the default, by measurement: ``bench/serving.py
+--duration 20 --servers granian,uvicorn`` on a quiet 2-core machine (load 0.7),
+wrk with one thread, one worker. Floor endpoint (a fixed vector): uvicorn 4,823 /
+13,183 req/s at 1 / 16 connections, granian 1,994 / 12,349. Full ``fraud_model``
+request (8 stored + 2 on-demand features, Redis): uvicorn 1,285 req/s, p99 2.9 ms
+at 1 connection and 1,456 req/s, p99 20.5 ms at 16; granian 781 req/s, p99 5.5 ms
+and 1,374 req/s, p99 92 ms. Under heavy load an earlier run favoured granian on
+the floor; ``--server granian`` keeps it available. The choice matters less than the read path itself; uvicorn stays available
 with ``--server uvicorn``. The app is built inside each worker by a loader that
 carries the repository path, so no environment variable is set.
 """
@@ -21,7 +22,7 @@ import click
 
 from quiver.cli import cli
 
-SERVERS = ("granian", "uvicorn")
+SERVERS = ("uvicorn", "granian")
 
 
 @cli.command()
