@@ -309,7 +309,11 @@ class RedisOnlineStore:
         return rows_to_table(view, features, rows)
 
     def delete_view(self, view_name: str) -> None:
-        pattern = f"{self._prefix(view_name)}*".replace("[", "\\[").replace("?", "\\?")
+        self._unlink_prefix(self._prefix(view_name))
+
+    def _unlink_prefix(self, prefix: str) -> None:
+        """Delete every key under ``prefix``, scanning and unlinking in batches of 10,000."""
+        pattern = f"{prefix}*".replace("[", "\\[").replace("?", "\\?")
         batch: list[bytes] = []
         for k in self._client.scan_iter(match=pattern, count=10_000):
             batch.append(k)
@@ -692,15 +696,7 @@ return out
 
     def delete_aggregates(self, view_name: str) -> None:
         """Drop a view's aggregation state (before a rebuild)."""
-        pattern = f"{self._agg_prefix(view_name)}*".replace("[", "\\[").replace("?", "\\?")
-        batch: list[bytes] = []
-        for k in self._client.scan_iter(match=pattern, count=10_000):
-            batch.append(k)
-            if len(batch) >= 10_000:
-                self._client.unlink(*batch)
-                batch.clear()
-        if batch:
-            self._client.unlink(*batch)
+        self._unlink_prefix(self._agg_prefix(view_name))
 
 
 def _redis_fixer(dtype: Any) -> Callable[[Any], Any] | None:
