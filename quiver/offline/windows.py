@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 import pyarrow as pa
 
 from quiver import types
+from quiver.aggregation.functions import FUNCTIONS
 from quiver.definitions import Aggregation, FeatureView
 from quiver.offline.scan import duck_type, ident, lit
 from quiver.plan.retrieval import row_numbers
@@ -40,25 +41,10 @@ def aggregate_expr(a: Aggregation, x: str, t: str, max_window: timedelta, input_
     if a.window < max_window:
         conds.append(f"{x}.event_timestamp >= {t} - to_microseconds({micros(a.window)})")
     flt = f" FILTER (WHERE {' AND '.join(conds)})"
-    fn = a.function
-    if fn == "count":
-        expr = f"count({col}){flt}"
-    elif fn == "count_distinct":
-        expr = f"count(DISTINCT {col}){flt}"
-    elif fn == "sum":
-        expr = f"sum({col}){flt}"
-    elif fn == "mean":
-        expr = f"avg({col}){flt}"
-    elif fn == "min":
-        expr = f"min({col}){flt}"
-    elif fn == "max":
-        expr = f"max({col}){flt}"
-    elif fn == "stddev":
-        expr = f"stddev_samp({col}){flt}"
-    elif fn == "last":
+    if a.function == "last":  # DESIGN §2's tie-break on equal event times: the greatest created time
         expr = f"arg_max({col}, ({x}.event_timestamp, {x}.created_timestamp)){flt}"
-    else:  # pragma: no cover - Aggregation validates the name
-        raise ValueError(fn)
+    else:  # the same SQL the aggregation algebra declares for its tiles
+        expr = FUNCTIONS[a.function].sql.format(c=col, ts=f"{x}.event_timestamp") + flt
     in_t = types.from_arrow(input_type) if input_type is not None else None
     return f"CAST({expr} AS {duck_type(a.output_dtype(in_t))})"
 
