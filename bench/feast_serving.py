@@ -187,15 +187,18 @@ def feast_server(repo: Path, redis_url: str, folder: Path) -> Iterator[tuple[str
         url = f"http://127.0.0.1:{port}/get-online-features"
         body = feast_body()
         deadline = time.monotonic() + 60
-        while True:
-            status, answer = post(url, body)
+        while True:  # the port opens before the worker answers
+            try:
+                status, answer = post(url, body)
+            except OSError as e:
+                status, answer = 0, str(e).encode()
             if status == 200:
                 break
             if time.monotonic() > deadline or proc.poll() is not None:
-                raise RuntimeError(f"feast serve answers {status}: {answer[:500]!r}")
+                raise RuntimeError(f"feast serve answers {status}: {answer[:500]!r} (log: {log})")
             time.sleep(0.2)
-        version = subprocess.run([str(py), "-c", "import feast; print(feast.__version__)"], env=env,
-                                 capture_output=True, text=True).stdout.strip()
+        version = subprocess.run([str(py), "-c", "import importlib.metadata as m; print(m.version('feast'))"],
+                                 env=env, capture_output=True, text=True).stdout.strip()
         note = (f"Feast {version} feature server (feast serve: gunicorn, 1 uvicorn worker, no access log, "
                 "no worker recycling), feature service fraud_model from Redis: 8 stored + 2 on-demand (python mode)")
         yield url, body, note
@@ -231,7 +234,7 @@ def compare(quiver: dict[str, Any], feast: dict[str, Any]) -> list[str]:
         q = q[0] if isinstance(q, list) else q
         same = (q == value or (isinstance(q, float) and isinstance(value, (int, float))
                                and abs(q - value) <= 1e-9 * max(1.0, abs(q))))
-        if not same:
+        if not same or status != "PRESENT":
             diffs.append(f"{name}: quiver {q!r}, Feast {value!r} ({status})")
     diffs += [f"{n}: only in quiver" for n in quiver if n not in feast and n not in REQUEST["entities"]]
     return diffs
