@@ -6,27 +6,38 @@
   computing the same statistics over the same files; and building the
   reference profile (statistics, then the numeric columns fetched once for 99
   exact percentiles and the histogram on them: two scans);
-* serving p50/p99 of ``get_online_features`` (one user + one merchant, the 8
-  features, SQLite online store) with the served-vector log off and on, at
-  sample rates 1.0 and 0.1 (and a do-nothing logger as the control of the
-  comparison's own noise), in interleaved blocks (``--rounds`` of each
-  state); p99 is the median of the blocks' p99s, since single p99s are noisy
-  on a shared machine. The log spills every 1,000 records (so spills happen
-  inside the timed blocks) and is flushed after each on block;
-* the skew check over the 100,000 requests logged at rate 1.0 (compacting
-  the spool files left, then one ``get_historical_features`` call).
+* serving p50/p99 (one user + one merchant, the 8 features, SQLite online
+  store) with the served-vector log off, at sample rates 0.1 and 1.0 (its
+  defaults otherwise), and a do-nothing logger as the control of the
+  comparison's own noise, over HTTP (``quiver serve``'s app on uvicorn, wrk
+  with one connection, random keys) and in process (``get_online_features`` in
+  a loop). Every run is a fresh process with only the setting changed; the
+  settings are interleaved, ``--rounds`` rounds in alternating order, and each
+  setting's median p99 over the rounds is reported with its spread (min-max)
+  and the CPU time per request (the server's, or the loop's, writer thread
+  included), which a busy machine disturbs far less than latency;
+* the skew check over ``--skew-requests`` logged requests (compacting the
+  spool files, then one ``get_historical_features`` call).
 
 Run by hand, never in CI::
 
     ../shared/bench/datagen.py --scale medium --out bench-data   # once
-    .venv/bin/python -m bench.monitoring [--scale medium] [--calls 100000] [--parts profiles,serving,skew]
+    .venv/bin/python -m bench.monitoring [--scale medium] [--parts profiles,http,inproc,skew] [--rounds 5]
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
+import os
 import random
+import shutil
+import signal
+import socket
 import statistics
+import subprocess
+import sys
 import tempfile
 import time
 from datetime import timedelta
@@ -91,19 +102,14 @@ def bench_profiles(store: Any, hi: Any) -> None:
         print(f"  reference profile of {name} (30 days, 2 scans, 99 exact percentiles): {t:.3f}s")
 
 
-def pct(xs: list[float], q: float) -> float:
-    s = sorted(xs)
-    return s[min(len(s) - 1, int(q * len(s)))] * 1e6
+SETTINGS = ("off", "control", "0.1", "1.0")  # "control": a logger that does nothing; a number: the sample rate
+MERCHANTS = 5000
 
 
-def serve_block(store: Any, rng: random.Random, n: int, users: int, merchants: int) -> list[float]:
-    out = []
-    for _ in range(n):
-        row = [{"user_id": rng.randrange(users), "merchant_id": rng.randrange(merchants)}]
-        t0 = time.perf_counter()
-        store.get_online_features(features=FEATURES, entity_rows=row)
-        out.append(time.perf_counter() - t0)
-    return out
+def users_of(data: Path) -> int:
+    import pyarrow.parquet as pq
+
+    return int(pq.read_metadata(data / "user_profile.parquet").num_rows // 30)
 
 
 class NullLog:
@@ -121,94 +127,243 @@ class NullLog:
         pass
 
 
-def bench_serving(store: Any, calls: int, users: int, merchants: int, rates: list[float], rounds: int,
-                  scratch: Path) -> None:
-    """Per sample rate, ``rounds`` rounds of one block with the log off and one
-    with it on (order alternating), ``calls / rounds`` calls each. After an on
-    block the log is flushed before the next block starts, so the writer's work
-    stays inside the on blocks. Reported: medians over blocks of each block's
-    p50 and p99 (p99 is noisy on a shared machine), and the median of the
-    on/off p99 ratios of the rounds."""
-    from quiver.monitoring.served_log import ServedLog, served_dir
+def open_store(repo: Path, setting: str) -> Any:
+    """The repository with only the served-vector log set as ``setting`` says, its reader warm."""
+    from quiver.config import load_config
+    from quiver.store import FeatureStore
 
+    config = load_config(repo)
+    rate = setting not in ("off", "control")
+    monitoring = {**config.monitoring, "served_log": {"sample_rate": float(setting) if rate else 0.0}}
+    store = FeatureStore(repo, config=dataclasses.replace(config, monitoring=monitoring))
     store.get_online_features(features=FEATURES, entity_rows=[{"user_id": 1, "merchant_id": 1}])
-    reader = store.__dict__["_online_reader"]
-    reader.served_log = None
-    rng = random.Random(1)
-    serve_block(store, rng, 5000, users, merchants)  # warm-up
-    block = max(1000, calls // rounds)
-    print(f"serving, 1 entity x 8 features, {rounds} x {block} calls per state     p50      p99 (median of blocks)")
-    for rate in rates:
-        # rate 1.0 logs into the repo (the skew check reads it); other rates into a scratch folder
-        root = served_dir(store.config) if rate == 1.0 else scratch / f"served-{rate}"
-        logger: Any = ServedLog(root, rate) if rate > 0 else NullLog()  # the defaults: a spill per 5,000
-        on: list[list[float]] = []
-        off: list[list[float]] = []
-        for r in range(rounds):
-            for state in ((False, True) if r % 2 == 0 else (True, False)):
-                reader.served_log = logger if state else None
-                (on if state else off).append(serve_block(store, rng, block, users, merchants))
-                reader.served_log = None
-                if state:
-                    logger.flush()
+    if setting == "control":
+        store.__dict__["_online_reader"].served_log = NullLog()
+    return store
+
+
+def pct(xs: list[float], q: float) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, int(q * len(s)))] * 1e6
+
+
+# -- one run, in its own process ----------------------------------------------------------
+
+
+def run_inproc(repo: Path, setting: str, calls: int, seed: int) -> dict[str, Any]:
+    """``calls`` timed ``get_online_features`` calls after 2,000 untimed ones."""
+    store = open_store(repo, setting)
+    users = int((repo / "users").read_text())
+    rng = random.Random(seed)
+    rows = [[{"user_id": rng.randrange(users), "merchant_id": rng.randrange(MERCHANTS)}] for _ in range(calls + 2000)]
+    get = store.get_online_features
+    for row in rows[:2000]:
+        get(features=FEATURES, entity_rows=row)
+    lat = []
+    clock = time.perf_counter
+    cpu0 = time.process_time()
+    for row in rows[2000:]:
+        t0 = clock()
+        get(features=FEATURES, entity_rows=row)
+        lat.append(clock() - t0)
+    cpu = time.process_time() - cpu0
+    logger = store.__dict__["_online_reader"].served_log
+    if logger is not None:
+        logger.flush()
+    logged = logger.written if logger is not None else 0
+    return {"p50": pct(lat, .5), "p99": pct(lat, .99), "cpu_us": cpu / calls * 1e6, "logged": logged}
+
+
+def serve_http(repo: Path, setting: str, port: int) -> None:
+    """The feature server over ``repo``, with the log set as ``setting`` says, until stopped."""
+    from quiver.cli.serve import run_server
+    from quiver.serving.app import create_app
+
+    store = open_store(repo, setting)
+    run_server(lambda: create_app(store), "uvicorn", "127.0.0.1", port)
+
+
+# -- the driver ----------------------------------------------------------------------------
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU of a process and the children it waited for, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return sum(int(x) for x in fields[11:15]) / os.sysconf("SC_CLK_TCK")
+
+
+WRK_SCRIPT = """wrk.method = "POST"
+wrk.headers["Content-Type"] = "application/json"
+math.randomseed(%(seed)d)
+local head = '{"features": %(features)s, "entities": {"user_id": ['
+request = function()
+  return wrk.format(nil, nil, nil, head .. math.random(0, %(users)d - 1) .. '], "merchant_id": ['
+                    .. math.random(0, %(merchants)d - 1) .. ']}}')
+end
+done = function(summary, latency, requests)
+  io.write(string.format("QUIVER %%d %%d %%d %%d\\n", latency:percentile(50), latency:percentile(99),
+                         summary.requests, summary.errors.status + summary.errors.connect + summary.errors.read
+                         + summary.errors.write + summary.errors.timeout))
+end
+"""
+
+
+def wrk(port: int, seconds: float, folder: Path, users: int, seed: int) -> dict[str, float]:
+    script = folder / "features.lua"
+    script.write_text(WRK_SCRIPT % {"seed": seed, "features": json.dumps(FEATURES), "users": users,
+                                    "merchants": MERCHANTS})
+    out = subprocess.run(["wrk", "-t1", "-c1", f"-d{int(seconds)}s", "-s", str(script),
+                          f"http://127.0.0.1:{port}/v1/features"], capture_output=True, text=True, check=True).stdout
+    p50, p99, n, errors = (int(x) for x in out.rpartition("QUIVER ")[2].split()[:4])
+    return {"p50": float(p50), "p99": float(p99), "requests": float(n), "errors": float(errors)}
+
+
+def run_http(repo: Path, setting: str, seconds: float, folder: Path, seed: int) -> dict[str, Any]:
+    """A fresh server process, 2 s of warm-up load, then ``seconds`` of measured load."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, "-m", "bench.monitoring", "--serve", str(repo), setting, str(port)],
+                            cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            if proc.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"the server for {setting!r} did not start (exit code {proc.poll()})")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+                break
+            except OSError:
+                time.sleep(0.05)
+        users = int((repo / "users").read_text())
+        wrk(port, 2, folder, users, seed + 1000)
+        cpu0 = cpu_seconds(proc.pid)
+        r = wrk(port, seconds, folder, users, seed)
+        r["cpu_us"] = (cpu_seconds(proc.pid) - cpu0) / max(r["requests"], 1) * 1e6
+        return r
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+
+
+def compare(kind: str, settings: list[str], rounds: int, run: Any) -> None:
+    """``rounds`` rounds of one run per setting, the order reversed every other round."""
+    results: dict[str, list[dict[str, Any]]] = {s: [] for s in settings}
+    for r in range(rounds):
+        for s in (settings if r % 2 == 0 else settings[::-1]):
+            results[s].append(run(s, r))
+    print(f"{kind}: {rounds} rounds, one fresh process per run; medians over rounds [min-max]")
+    base = statistics.median(x["p99"] for x in results[settings[0]])
+    for s, rs in results.items():
+        p50s, p99s, cpus = ([x[k] for x in rs] for k in ("p50", "p99", "cpu_us"))
+        label = {"off": "served log off", "control": "control: a logger doing nothing"}.get(s, f"log at rate {s}")
+        p99 = statistics.median(p99s)
+        print(f"  {label:32s} p50 {statistics.median(p50s):7.1f}us  p99 {p99:7.1f}us [{min(p99s):.0f}-{max(p99s):.0f}]"
+              f" {p99 / base - 1:+6.1%}   cpu/request {statistics.median(cpus):6.1f}us [{min(cpus):.1f}-{max(cpus):.1f}]"
+              + (f"   logged {sum(x['logged'] for x in rs)}" if "logged" in rs[0] else
+                 f"   {statistics.median(x['requests'] for x in rs) / 1:.0f} requests/run"))
+        print(f"    p99 per round: {' '.join(f'{x:.0f}' for x in p99s)}")
+    load = os.getloadavg()
+    print(f"  load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
+
+
+def prepare(repo: Path, data: Path) -> tuple[Any, Any]:
+    """The benchmark repository (applied, materialized into SQLite once: kept with ``--repo``)."""
+    from quiver.store import FeatureStore
+
+    lo, hi = time_range(data)
+    if (repo / "users").exists():
+        return lo, hi
+    repo.mkdir(parents=True, exist_ok=True)
+    (repo / "features.py").write_text(DEFS.replace("{DATA}", str(data)))
+    (repo / "quiver.yaml").write_text(
+        "project: bench\nregistry: registry.db\noffline: {engine: duckdb, path: offline}\n"
+        "online: {type: sqlite, path: online.db}\n")
+    with FeatureStore(repo) as store:
+        store.apply()
+        t0 = time.perf_counter()
+        store.materialize(lo, hi + timedelta(seconds=1))
+        print(f"materialized in {time.perf_counter() - t0:.1f}s")
+    (repo / "users").write_text(str(users_of(data)))
+    return lo, hi
+
+
+def bench_skew(repo: Path, requests: int) -> None:
+    """Log ``requests`` responses at rate 1.0 into a fresh log, then time the skew check."""
+    from quiver.monitoring.served_log import ServedLog, served_dir
+    from quiver.store import FeatureStore
+
+    with FeatureStore(repo) as store:
+        root = served_dir(store.config)
+        shutil.rmtree(root, ignore_errors=True)
+        logger = ServedLog(root, 1.0, compact_files=0)
+        store.get_online_features(features=FEATURES, entity_rows=[{"user_id": 1, "merchant_id": 1}])
+        store.__dict__["_online_reader"].served_log = logger
+        rng = random.Random(7)
+        users = int((repo / "users").read_text())
+        for _ in range(requests):
+            store.get_online_features(features=FEATURES, entity_rows=[
+                {"user_id": rng.randrange(users), "merchant_id": rng.randrange(MERCHANTS)}])
         logger.close()
-        p50_off = statistics.median(pct(b, .5) for b in off)
-        p50_on = statistics.median(pct(b, .5) for b in on)
-        p99_off = statistics.median(pct(b, .99) for b in off)
-        p99_on = statistics.median(pct(b, .99) for b in on)
-        # each on block against the off block of its round: load on the machine drifts between rounds
-        d99 = statistics.median(pct(a, .99) / pct(b, .99) - 1 for a, b in zip(on, off, strict=True))
-        d50 = statistics.median(pct(a, .5) - pct(b, .5) for a, b in zip(on, off, strict=True))
-        print(f"  {'served log off':48s}  {p50_off:7.1f}us {p99_off:8.1f}us")
-        label = f"served log on (rate {rate:g})" if rate > 0 else "control: a logger doing nothing"
-        print(f"  {label:48s}  {p50_on:7.1f}us {p99_on:8.1f}us"
-              f"   p99 {p99_on / p99_off - 1:+.1%} (paired by round {d99:+.1%}), p50 {d50:+.2f}us paired")
-        print(f"    block p99s off: {' '.join(f'{pct(b, .99):.0f}' for b in off)}")
-        print(f"    block p99s on:  {' '.join(f'{pct(b, .99):.0f}' for b in on)}")
-        print(f"    rows logged: {logger.written}, dropped: {logger.dropped}")
+        t0 = time.perf_counter()
+        rep = store.monitor_skew()
+        dt = time.perf_counter() - t0
+        print(f"skew check over {rep.requests} logged requests: {dt:.2f}s "
+              f"({'no skew' if rep.ok else 'SKEW'}; {len(rep.features)} features)")
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--scale", default="medium")
-    ap.add_argument("--calls", type=int, default=100_000, help="calls per state (log on / off) at each rate")
-    ap.add_argument("--rounds", type=int, default=20, help="on/off blocks per rate")
-    ap.add_argument("--rates", default="0,1.0,0.1", help="sample rates to serve with (0: the do-nothing control)")
-    ap.add_argument("--parts", default="profiles,serving,skew")
+    ap.add_argument("--parts", default="profiles,http,inproc,skew")
+    ap.add_argument("--settings", default=",".join(SETTINGS), help="off, control, and sample rates")
+    ap.add_argument("--rounds", type=int, default=5, help="runs per setting, interleaved")
+    ap.add_argument("--seconds", type=float, default=10, help="measured load per HTTP run")
+    ap.add_argument("--calls", type=int, default=50_000, help="timed calls per in-process run")
+    ap.add_argument("--skew-requests", type=int, default=100_000)
+    ap.add_argument("--repo", type=Path, help="keep the materialized repository here (reused when present)")
+    ap.add_argument("--serve", nargs=3, metavar=("REPO", "SETTING", "PORT"), help=argparse.SUPPRESS)
+    ap.add_argument("--inproc", nargs=4, metavar=("REPO", "SETTING", "CALLS", "SEED"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.serve:
+        serve_http(Path(args.serve[0]), args.serve[1], int(args.serve[2]))
+        return
+    if args.inproc:
+        repo, setting, calls, seed = args.inproc
+        print(json.dumps(run_inproc(Path(repo), setting, int(calls), int(seed))))
+        return
     parts = set(args.parts.split(","))
+    settings = args.settings.split(",")
     data = data_dir(args.scale)
-    lo, hi = time_range(data)
-    from quiver.store import FeatureStore
-
     with tempfile.TemporaryDirectory() as tmp:
-        repo = Path(tmp) / "repo"
-        repo.mkdir()
-        (repo / "features.py").write_text(DEFS.replace("{DATA}", str(data)))
-        (repo / "quiver.yaml").write_text(
-            "project: bench\nregistry: registry.db\noffline: {engine: duckdb, path: offline}\n"
-            "online: {type: sqlite, path: online.db}\n")
-        with FeatureStore(repo) as store:
-            store.apply()
-            if "profiles" in parts:
-                bench_profiles(store, hi)
-            if parts & {"serving", "skew"}:
-                t0 = time.perf_counter()
-                store.materialize(lo, hi + timedelta(seconds=1))
-                print(f"materialized in {time.perf_counter() - t0:.1f}s")
-                import pyarrow.parquet as pq
+        repo = args.repo.resolve() if args.repo else Path(tmp) / "repo"
+        lo, hi = prepare(repo, data)
+        print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        if "profiles" in parts:
+            from quiver.store import FeatureStore
 
-                users = pq.read_metadata(data / "user_profile.parquet").num_rows // 30
-                rates = [float(r) for r in args.rates.split(",")]
-                if "skew" in parts and 1.0 not in rates:
-                    rates.append(1.0)
-                bench_serving(store, args.calls, users, 5000, rates, args.rounds, Path(tmp))
-            if "skew" in parts:
-                t0 = time.perf_counter()
-                rep = store.monitor_skew()
-                dt = time.perf_counter() - t0
-                print(f"skew check over {rep.requests} logged requests: {dt:.2f}s "
-                      f"({'no skew' if rep.ok else 'SKEW'}; {len(rep.features)} features)")
+            with FeatureStore(repo) as store:
+                bench_profiles(store, hi)
+        if "http" in parts:
+            compare("serving over HTTP, 1 entity x 8 features, uvicorn, wrk -c1", settings, args.rounds,
+                    lambda s, r: run_http(repo, s, args.seconds, Path(tmp), r))
+        if "inproc" in parts:
+            def inproc(s: str, r: int) -> dict[str, Any]:
+                cmd = [sys.executable, "-m", "bench.monitoring", "--inproc", str(repo), s, str(args.calls), str(r)]
+                out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
+                return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+            compare(f"serving in process, get_online_features x {args.calls}", settings, args.rounds, inproc)
+        if "skew" in parts:
+            bench_skew(repo, args.skew_requests)
 
 
 if __name__ == "__main__":

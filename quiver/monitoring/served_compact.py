@@ -1,20 +1,20 @@
 """Spool files of the served-vector log -> Parquet.
 
 A spool file (written by ``served_log.ServedLog``) is the length of a header,
-the header ``(SPOOL_MAGIC, 2, {number: Arrow schema})`` and one marshal list
-of packs, each a list of records, one per logged response: ``(number,
-request time in epoch µs, {key: list}, {feature: list})``, all read back in
-one ``marshal.loads``.
+the header ``(SPOOL_MAGIC, 3, {number: Arrow schema})`` and one marshal list
+of records, one per logged response: ``(number, request time in epoch µs,
+column...)``, the columns (lists, one value per entity row) in the order of
+the schema's fields after the request time; all read back in one
+``marshal.loads``.
 Each becomes one Parquet file per schema under ``date=YYYY-MM-DD/`` (the day
 of its first request), named after the spool file, so compacting a file twice
 (two readers at once, or a crash between writing the Parquet file and
 deleting the spool) writes the same file again rather than a duplicate.
 
-Per schema the records are transposed once and each column's lists chained
-and converted in one Arrow call, so 100,000 logged responses take well under
-a second. Run as
+Per schema each column's lists are chained and converted in one Arrow call, so
+100,000 logged responses take well under a second. Run as
 ``python -m quiver.monitoring.served_compact ROOT`` it is the child process
-the logger starts in long-running servers (at low CPU priority).
+the logger starts in long-running servers (at the lowest CPU priority).
 """
 
 from __future__ import annotations
@@ -36,7 +36,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from quiver.monitoring.served_log import REQUEST_TIME, SPOOL_HEAD, SPOOL_MAGIC, TS, spool_dir
+from quiver.monitoring.served_log import REQUEST_TIME, SPOOL_HEAD, SPOOL_MAGIC, SPOOL_VERSION, TS, spool_dir
 
 __all__ = ["compact", "read_spool"]
 
@@ -49,35 +49,29 @@ def read_spool(data: bytes) -> dict[int, pa.Table]:
     header = marshal.loads(data[SPOOL_HEAD.size:SPOOL_HEAD.size + hl])
     if not (isinstance(header, tuple) and header[:1] == (SPOOL_MAGIC,)):
         raise ValueError("not a served-log spool file (no header)")
+    if header[1] != SPOOL_VERSION:
+        raise ValueError(f"a served-log spool file of format {header[1]}; this version reads {SPOOL_VERSION}")
     schemas = {no: pa.ipc.read_schema(pa.py_buffer(raw)) for no, raw in header[2].items()}
     with _no_gc():  # a million small lists: the cyclic GC would rescan them again and again
-        packs = marshal.loads(memoryview(data)[SPOOL_HEAD.size + hl:])
+        recs = marshal.loads(memoryview(data)[SPOOL_HEAD.size + hl:])
         groups: dict[int, list[tuple[Any, ...]]] = {}
-        for rec in chain.from_iterable(packs):
+        for rec in recs:
             groups.setdefault(rec[0], []).append(rec)
-        out = {}
-        for no, recs in groups.items():
-            out[no] = _table(schemas[no], recs)
-    return out
+        return {no: _table(schemas[no], group) for no, group in groups.items()}
 
 
 def _table(schema: pa.Schema, recs: list[tuple[Any, ...]]) -> pa.Table:
-    """Records ``(number, time, key columns, value columns)`` of one schema -> a table:
-    each column's lists gathered and chained in C and converted in one Arrow call."""
-    _, times_t, keys, values = zip(*recs, strict=True)
+    """Records ``(number, time, column...)`` of one schema -> a table: each column's
+    lists gathered and chained in C and converted in one Arrow call."""
     fields = list(schema)[1:]
-    cols = []
-    for f in fields:
-        src = keys if f.name in keys[0] else values
-        cols.append(list(chain.from_iterable(map(itemgetter(f.name), src))))
-    times = np.asarray(times_t, dtype=np.int64)
+    times = np.fromiter(map(itemgetter(1), recs), dtype=np.int64, count=len(recs))
     if fields:
-        first = keys if fields[0].name in keys[0] else values
-        lengths = np.fromiter(map(len, map(itemgetter(fields[0].name), first)), dtype=np.int64, count=len(recs))
+        lengths = np.fromiter(map(len, map(itemgetter(2), recs)), dtype=np.int64, count=len(recs))
         if int(lengths.sum()) != len(recs):  # responses of several entity rows: one request time per row
             times = np.repeat(times, lengths)
     arrays = [pa.array(times, type=pa.int64()).cast(TS)]
-    arrays += [pa.array(c, type=f.type) for c, f in zip(cols, fields, strict=True)]
+    for i, f in enumerate(fields, start=2):
+        arrays.append(pa.array(list(chain.from_iterable(map(itemgetter(i), recs))), type=f.type))
     return pa.Table.from_arrays(arrays, schema=schema)
 
 
@@ -132,7 +126,7 @@ def compact(root: Path | str) -> int:
 def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     if hasattr(os, "nice"):
-        os.nice(10)  # serving comes first
+        os.nice(19)  # serving comes first: this only gets a core nobody else wants
     logging.basicConfig(level=logging.WARNING)
     for root in args:
         compact(root)

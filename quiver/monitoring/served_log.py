@@ -3,37 +3,33 @@ kept in the offline store for the training/serving skew check.
 
 Serving p99 must not move by more than 5%, and Python threads share one GIL:
 Python-object work in a background thread (building Arrow arrays from the
-responses' lists, pickling them) makes requests wait for the GIL, and the
-wait lands on the tail (the first version did that: p99 +224% at rate 1).
-Measured here, the cheapest place for the one unavoidable step, reading the
-Python values, is the request thread itself:
+responses' lists, pickling them, even marshalling references kept for it)
+makes requests wait for the GIL, and keeping the responses' lists alive until
+then promotes them into the GC's older generations, whose collections land on
+the tail (the first version did both: p99 +224% at rate 1). So:
 
-* ``ServedLog.log`` draws the sample and ``marshal``s references to the
-  response's own key and value dicts (no merged dict) into one bytes record,
-  a deque append: about 1 µs in a hot loop, 2-4 µs between real requests on
-  this machine, the same for every sampled request. With ``group`` > 1 it
-  keeps references instead and every ``group``-th call packs the waiting
-  records in one ``marshal.dumps``: cheaper on average (+0.5-1.5 µs p50 at
-  group 8), but the pack lands on one request in ``group`` / rate, which is
-  right where p99 is, so the default is 1. A writer thread doing the
-  marshalling measured worse than both (GIL hand-offs);
+* ``ServedLog.log`` draws the sample and ``marshal``s one flat tuple, ``(schema
+  number, request time, key columns..., feature columns..., request
+  columns...)``, into bytes (no dict keys, no merged dict) and appends it to a
+  deque: about 1 µs in a hot loop, the same for every sampled request, and
+  nothing of the response stays alive;
 * a daemon thread, every ``flush_seconds`` (or when ``batch`` records wait),
-  pops the packs and writes them as one spool file under
-  ``{offline}/served/spool/``: a ``bytes.join`` and a file write, both in C,
-  the write with the GIL released;
+  pops them and writes one spool file under ``{offline}/served/spool/``: a
+  ``bytes.join`` and a file write, both in C, the write with the GIL released;
 * ``served_compact`` turns spool files into Parquet under
   ``{offline}/served/date=YYYY-MM-DD/`` (each file's schema metadata maps its
   columns to feature references). It runs in whoever reads the log (the skew
-  check compacts first) and, every ``compact_files`` spool files, in a child
-  process started by the writer (at low priority), so a long-running server
-  keeps its log in Parquet without converting anything under its own GIL.
+  check compacts first) and, once ``compact_bytes`` of spool files have been
+  written, in a child process started by the writer at the lowest CPU priority
+  (``nice`` 19), so a long-running server keeps its log in Parquet without
+  converting anything under its own GIL, and rarely.
 
-With ``group`` > 1 the response's lists are referenced, not copied, until
-their pack is made (at most ``group`` - 1 further requests): a caller that
-mutates the lists of ``to_dict()`` at once would log its change.
-When the writer cannot keep up, records past ``max_buffer`` are dropped and
-counted, never blocking a request. A forked child starts its own writer and
-leaves what was buffered at the fork to the parent.
+Request values (what on-demand views read from ``request_context`` or the
+entity rows) are logged when the caller passes them, so the skew check can
+recompute on-demand features too. When the writer cannot keep up, records
+past ``max_buffer`` are dropped and counted, never blocking a request. A
+forked child starts its own writer and leaves what was buffered at the fork to
+the parent.
 
 ``quiver.yaml``::
 
@@ -58,18 +54,19 @@ import weakref
 from collections import deque
 from datetime import UTC, datetime
 from itertools import repeat
-from operator import itemgetter
 from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
 
-__all__ = ["REQUEST_TIME", "SPOOL_HEAD", "SPOOL_MAGIC", "ServedLog", "output_refs", "served_dir", "served_log_for",
-           "spool_dir"]
+__all__ = ["REQUEST_PREFIX", "REQUEST_TIME", "SPOOL_HEAD", "SPOOL_MAGIC", "SPOOL_VERSION", "ServedLog", "output_refs",
+           "served_dir", "served_log_for", "spool_dir"]
 
 log = logging.getLogger("quiver.monitoring")
 REQUEST_TIME = "__request_time"
+REQUEST_PREFIX = "__request."  # + a request field: the values an on-demand view read from the request
 SPOOL_MAGIC = "quiver.served.spool"
+SPOOL_VERSION = 3  # records: (schema number, time, column...)
 TS = pa.timestamp("us", tz="UTC")
 SPOOL_HEAD = struct.Struct("<I")  # spool file: header length, marshal header, then "[" + count + records
 _LIST = struct.Struct("<ci")
@@ -112,8 +109,8 @@ def served_log_for(config: Any) -> ServedLog | None:
         if logger is None or logger.closed:
             logger = _LOGS[str(root)] = ServedLog(
                 root, rate, flush_seconds=float(opts.get("flush_seconds", 1.0)),
-                batch=int(opts.get("batch", 5000)), max_buffer=int(opts.get("max_buffer", 200_000)),
-                compact_files=int(opts.get("compact_files", 60)), group=int(opts.get("group", 1)))
+                batch=int(opts.get("batch", 50_000)), max_buffer=int(opts.get("max_buffer", 200_000)),
+                compact_bytes=int(opts.get("compact_bytes", 64 << 20)))
         return logger
 
 
@@ -138,26 +135,22 @@ class ServedLog:
     """Samples responses on the request path and spools them off it (see the module docstring)."""
 
     def __init__(
-        self, root: Path, sample_rate: float = 1.0, *, flush_seconds: float = 1.0, batch: int = 5000,
-        max_buffer: int = 200_000, compact_files: int = 60, group: int = 1,
+        self, root: Path, sample_rate: float = 1.0, *, flush_seconds: float = 1.0, batch: int = 50_000,
+        max_buffer: int = 200_000, compact_bytes: int = 64 << 20,
     ) -> None:
         self.root = Path(root)
         self.sample_rate = min(1.0, max(0.0, float(sample_rate)))
         self.flush_seconds, self.batch, self.max_buffer = flush_seconds, batch, max_buffer
-        self.compact_files = compact_files
-        self.group = max(1, int(group))
-        self._max_packs = max(1, max_buffer // self.group)
-        self._refs: deque[tuple[Any, ...]] = deque()  # records not packed yet
-        self._lock = threading.Lock()  # held while popping from _refs
-        self._buf: deque[tuple[int, bytes]] = deque()  # (records, one marshal list of them)
-        self._plans: dict[int, int] = {}  # id(plan) -> schema number; entries leave with their plan
+        self.compact_bytes = compact_bytes  # spool bytes written between compactions; 0: readers compact
+        self._buf: deque[bytes] = deque()  # one marshalled record per sampled response
+        self._plans: dict[tuple[int, bool], int] = {}  # (id(plan), request values?) -> schema number
         self._schema_no: dict[bytes, int] = {}  # serialized schema -> number
         self._schemas: dict[int, bytes] = {}
         self._wake = threading.Event()
         self._io = threading.Lock()
         self._reg = threading.Lock()
         self._random = random.random
-        self._spills = 0
+        self._spooled = 0  # bytes spooled since the last compaction started
         self._seq = 0
         self._child: subprocess.Popen[bytes] | None = None
         self.dropped = 0
@@ -174,9 +167,7 @@ class ServedLog:
     def _after_fork(self) -> None:
         """In a forked child: the parent writes what was buffered; this process gets its own writer."""
         self._buf.clear()
-        self._refs.clear()
         self._child = None
-        self._lock = threading.Lock()
         self._io = threading.Lock()
         self._reg = threading.Lock()
         self._wake = threading.Event()
@@ -185,84 +176,57 @@ class ServedLog:
 
     # -- the hot path ---------------------------------------------------------------
 
-    def log(self, plan: Any, response: Any, now_us: int | None = None) -> None:
-        """Record one response (sampled): a random draw, one ``marshal.dumps`` of the
-        response's own key and value columns, a deque append (see the module docstring
-        for ``group`` > 1)."""
+    def log(self, plan: Any, response: Any, now_us: int | None = None,
+            request: dict[str, list[Any]] | None = None) -> None:
+        """Record one response (sampled): a random draw, one ``marshal.dumps`` of a flat
+        tuple of its columns, a deque append. ``request``: the request values the plan's
+        on-demand views read, one list per field, in the order of ``plan.odfvs``' fields."""
         if self.sample_rate < 1.0 and self._random() >= self.sample_rate:
             return
-        no = self._plans.get(id(plan))
+        no = self._plans.get((id(plan), request is not None))
         if no is None:
-            no = self._register(plan, response)
+            no = self._register(plan, response, request)
         t = time.time_ns() // 1000 if now_us is None else now_us
-        try:  # an OnlineResponse's columns as they are, without building the merged to_dict()
-            rec = (no, t, response._keys, response._values)
+        try:  # an OnlineResponse's own key and value columns, without building the merged to_dict()
+            rec = (no, t, *response._keys.values(), *response._values.values())
         except AttributeError:
-            rec = (no, t, {}, response.to_dict())
-        if self.group == 1:  # the default: packed at once, nothing retained
-            try:
-                data = marshal.dumps([rec], 2)
-            except ValueError:
-                self._pack([rec])
-                return
-            buf = self._buf
-            if len(buf) >= self._max_packs:
-                self.dropped += 1
-                return
-            buf.append((1, data))
-            if len(buf) >= self.batch:
-                self._wake.set()
-            return
-        refs = self._refs
-        refs.append(rec)
-        if len(refs) >= self.group:
-            self._take()
-
-    def _take(self, everything: bool = False) -> None:
-        """Pop ``group`` waiting records (or all of them) and pack them. One packer at a
-        time; other threads only append meanwhile, so the deque holds what was counted."""
-        if not self._lock.acquire(blocking=everything):
-            return  # another thread is packing; this record goes with a later pack
+            rec = (no, t, *response.to_dict().values())
+        if request is not None:
+            rec = (*rec, *request.values())
         try:
-            refs = self._refs
-            n = len(refs) if everything else (self.group if len(refs) >= self.group else 0)
-            recs = list(map(deque.popleft, repeat(refs, n)))
-        finally:
-            self._lock.release()
-        if recs:
-            self._pack(recs)
-
-    def _pack(self, recs: list[tuple[Any, ...]]) -> None:
-        if len(self._buf) >= self._max_packs:
-            self.dropped += len(recs)
-            return
-        try:
-            data = marshal.dumps(recs, 2)
+            data = marshal.dumps(rec, 2)
         except ValueError:  # datetimes (UnixTimestamp features) and the like
             try:
-                data = marshal.dumps([(no, t, _plain(k), _plain(v)) for no, t, k, v in recs], 2)
+                data = marshal.dumps(tuple(_plain(c) for c in rec), 2)
             except ValueError:
-                log.warning("served-vector log: %d responses hold values that cannot be logged", len(recs))
-                self.dropped += len(recs)
+                log.warning("served-vector log: a response holds values that cannot be logged")
+                self.dropped += 1
                 return
-        self._buf.append((len(recs), data))
-        if len(self._buf) * self.group >= self.batch:
+        buf = self._buf
+        if len(buf) >= self.max_buffer:
+            self.dropped += 1
+            return
+        buf.append(data)
+        if len(buf) == self.batch:
             self._wake.set()
 
-    def _register(self, plan: Any, response: Any) -> int:
+    def _register(self, plan: Any, response: Any, request: dict[str, list[Any]] | None) -> int:
         """Once per feature list: its Parquet schema, numbered (plans of one shape share a number)."""
         refs = output_refs(plan)
-        keys = list(plan.join_keys)
         names = list(response.to_dict())
         fields = [pa.field(REQUEST_TIME, TS)] + [pa.field(n, plan.arrow_types.get(n, pa.null())) for n in names]
-        meta = {"quiver.refs": json.dumps(refs), "quiver.join_keys": json.dumps(keys)}
+        meta = {"quiver.refs": json.dumps(refs), "quiver.join_keys": json.dumps(list(plan.join_keys))}
+        if request is not None:
+            types = {f: t for run in plan.odfvs for f, t in getattr(run.odfv, "request_dtypes", {}).items()}
+            fields += [pa.field(REQUEST_PREFIX + f, types[f].arrow if f in types else pa.null()) for f in request]
+            meta["quiver.request"] = json.dumps(list(request))
         schema = pa.schema(fields, metadata=meta).serialize().to_pybytes()
         with self._reg:
             no = self._schema_no.get(schema)
             if no is None:
                 no = self._schema_no[schema] = len(self._schema_no)
                 self._schemas[no] = schema
-            key = id(plan)
+            key = (id(plan), request is not None)
             self._plans[key] = no
             weakref.finalize(plan, self._plans.pop, key, None)
         return no
@@ -274,7 +238,8 @@ class ServedLog:
             self._wake.wait(self.flush_seconds)
             self._wake.clear()
             try:
-                if self._spill() and self.compact_files > 0 and self._spills >= self.compact_files:
+                self._spill()
+                if 0 < self.compact_bytes <= self._spooled:
                     self._start_compactor()
             except Exception:  # a full disk or a bad value must not kill the logger
                 log.exception("served-vector log: writing a batch failed; it is dropped")
@@ -282,32 +247,34 @@ class ServedLog:
     def _spill(self) -> int:
         """Write what is buffered now as one spool file; returns the responses written."""
         with self._io:
-            self._take(everything=True)
             buf = self._buf
             n = len(buf)
             if not n:
                 return 0
-            packs = list(map(deque.popleft, repeat(buf, n)))  # in C: no bytecode per pack
-            count: int = sum(map(itemgetter(0), packs))
-            header = marshal.dumps((SPOOL_MAGIC, 2, dict(self._schemas)), 2)
-            # after the header, the packs form one marshal list (of lists of records)
+            header = marshal.dumps((SPOOL_MAGIC, SPOOL_VERSION, dict(self._schemas)), 2)
+            # after the header, the records form one marshal list (of tuples)
             head = SPOOL_HEAD.pack(len(header)) + header + _LIST.pack(b"[", n)
+            data = b"".join([head, *map(deque.popleft, repeat(buf, n))])  # in C: no bytecode per record
             d = spool_dir(self.root)
-            d.mkdir(parents=True, exist_ok=True)
             self._seq += 1
             name = f"{time.time_ns()}-{os.getpid()}-{self._seq}"
             tmp = d / f".{name}.tmp"
-            with open(tmp, "wb") as f:
-                f.write(b"".join([head, *map(itemgetter(1), packs)]))
+            try:
+                f = open(tmp, "wb")  # noqa: SIM115 - the folder is made only when missing (a syscall less)
+            except FileNotFoundError:
+                d.mkdir(parents=True, exist_ok=True)
+                f = open(tmp, "wb")  # noqa: SIM115
+            with f:
+                f.write(data)
             os.replace(tmp, d / f"{name}.rec")
-            self.written += count
-            self._spills += 1
-            return count
+            self.written += n
+            self._spooled += len(data)
+            return n
 
     def _start_compactor(self) -> None:
         if self._child is not None and self._child.poll() is None:
             return  # the last one is still at work
-        self._spills = 0
+        self._spooled = 0
         env = dict(os.environ)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (_SRC_ROOT, env.get("PYTHONPATH")) if p)
         self._child = subprocess.Popen(

@@ -30,7 +30,7 @@ def test_spooled_responses_come_back_as_served(tmp_path: Path, mon_repo: Path, m
     with FeatureStore(mon_repo) as store:
         store.apply()
         store.materialize(mon_now - timedelta(days=9), mon_now)
-        log = ServedLog(tmp_path / "served", 1.0, flush_seconds=60, compact_files=0)
+        log = ServedLog(tmp_path / "served", 1.0, flush_seconds=60, compact_bytes=0)
         refs_a, refs_b = ["profile:a", "profile:country", "stats:risk"], ["stats:volume"]
         want_a, want_b = [], []
         for i in range(30):
@@ -89,9 +89,8 @@ def _plan() -> _Plan:
                  [("seen", "v", 0, 0), ("tags", "v", 0, 1)], [_Read(view, ["seen", "tags"])])
 
 
-@pytest.mark.parametrize("group", [1, 3])  # marshalled at once, or packed every 3rd call
-def test_timestamps_lists_and_nulls_survive_the_spool(tmp_path: Path, group: int) -> None:
-    log = ServedLog(tmp_path, 1.0, flush_seconds=60, compact_files=0, group=group)
+def test_timestamps_lists_and_nulls_survive_the_spool(tmp_path: Path) -> None:
+    log = ServedLog(tmp_path, 1.0, flush_seconds=60, compact_bytes=0)
     plan = _plan()
     seen = [datetime(2025, 1, 2, 3, 4, 5, 6, tzinfo=UTC), datetime(2025, 1, 2, 3, 4, 5), None]  # naive = UTC
     log.log(plan, _Response({"id": [1, 2, 3], "seen": seen, "tags": [["a", "b"], [], None]}), T0)
@@ -105,9 +104,8 @@ def test_timestamps_lists_and_nulls_survive_the_spool(tmp_path: Path, group: int
     assert got[REQUEST_TIME].cast(pa.int64()).to_pylist() == [T0, T0, T0, T0 + 1]
 
 
-@pytest.mark.parametrize("group", [1, 2])
-def test_compacting_twice_never_duplicates(tmp_path: Path, group: int) -> None:
-    log = ServedLog(tmp_path, 1.0, flush_seconds=60, compact_files=0, group=group)
+def test_compacting_twice_never_duplicates(tmp_path: Path) -> None:
+    log = ServedLog(tmp_path, 1.0, flush_seconds=60, compact_bytes=0)
     for i in range(5):
         log.log(_plan(), _Response({"id": [i], "seen": [None], "tags": [None]}), T0 + i)
     log.close()
@@ -121,7 +119,7 @@ def test_compacting_twice_never_duplicates(tmp_path: Path, group: int) -> None:
 
 
 def test_a_full_buffer_drops_and_counts(tmp_path: Path) -> None:
-    log = ServedLog(tmp_path, 1.0, flush_seconds=60, max_buffer=3, compact_files=0, group=1)
+    log = ServedLog(tmp_path, 1.0, flush_seconds=60, max_buffer=3, compact_bytes=0)
     for i in range(5):
         log.log(_plan(), _Response({"id": [i], "seen": [None], "tags": [None]}), T0 + i)
     assert log.dropped == 2 and log.flush() == 3
@@ -136,7 +134,7 @@ def test_an_unreadable_spool_file_is_set_aside(tmp_path: Path) -> None:
 
 
 def test_the_writer_starts_a_compactor_process(tmp_path: Path) -> None:
-    log = ServedLog(tmp_path, 1.0, flush_seconds=0.05, compact_files=1)
+    log = ServedLog(tmp_path, 1.0, flush_seconds=0.05, compact_bytes=1)
     log.log(_plan(), _Response({"id": [7], "seen": [None], "tags": [["x"]]}), T0)
     deadline = time.monotonic() + 60
     while not list(tmp_path.glob("date=*/*.parquet")) and time.monotonic() < deadline:
@@ -148,7 +146,7 @@ def test_the_writer_starts_a_compactor_process(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("rate", [0.0, 1.0])
 def test_sample_rate_bounds(tmp_path: Path, rate: float) -> None:
-    log = ServedLog(tmp_path, rate, flush_seconds=60, compact_files=0)
+    log = ServedLog(tmp_path, rate, flush_seconds=60, compact_bytes=0)
     for i in range(50):
         log.log(_plan(), _Response({"id": [i], "seen": [None], "tags": [None]}), T0 + i)
     assert log.flush() == (50 if rate else 0)
@@ -158,7 +156,7 @@ def test_sample_rate_bounds(tmp_path: Path, rate: float) -> None:
 def test_a_forked_child_logs_its_own_responses_once(tmp_path: Path) -> None:
     import os
 
-    log = ServedLog(tmp_path, 1.0, flush_seconds=60, compact_files=0)
+    log = ServedLog(tmp_path, 1.0, flush_seconds=60, compact_bytes=0)
     plan = _plan()
     for i in range(2):  # buffered in the parent when it forks: written by the parent only
         log.log(plan, _Response({"id": [i], "seen": [None], "tags": [None]}), T0 + i)
