@@ -45,7 +45,10 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from bench.online import feast_python
-from bench.serving import REQUEST, Redis, free_port, stop, wait_port, wrk
+from bench.serving import REQUEST as _REQUEST
+from bench.serving import Redis, free_port, stop, wait_port, wrk
+
+REQUEST: dict[str, Any] = _REQUEST  # the benchmark's request, quiver's shape
 
 # The feature repository Feast applies: the same views and service as quiver's
 # quiver/examples/fraud/features.py, written in Feast's API. @DATA@ is replaced
@@ -113,6 +116,8 @@ def amount_vs_avg(inputs):
 
 
 fraud_model = FeatureService(name="fraud_model", features=[user_profile, merchant_stats, tx_distance, amount_vs_avg])
+# the 8 stored features alone: what the two on-demand features cost Feast
+fraud_model_stored = FeatureService(name="fraud_model_stored", features=[user_profile, merchant_stats])
 '''
 
 
@@ -130,8 +135,10 @@ def feast_connection_string(redis_url: str) -> str:
     return ",".join(parts)
 
 
-def feast_body() -> bytes:
+def feast_body(on_demand: bool = True) -> bytes:
     """The benchmark's request in Feast's shape: request data go with the entities."""
+    if not on_demand:
+        return json.dumps({"feature_service": "fraud_model_stored", "entities": REQUEST["entities"]}).encode()
     return json.dumps({"feature_service": REQUEST["feature_service"],
                        "entities": {**REQUEST["entities"], **REQUEST["request_context"]}}).encode()
 
@@ -156,8 +163,12 @@ def post(url: str, body: bytes, timeout: float = 10) -> tuple[int, bytes]:
 
 
 @contextmanager
-def feast_server(repo: Path, redis_url: str, folder: Path) -> Iterator[tuple[str, bytes, str]]:
-    """Feast 0.67 serving fraud_model from ``redis_url``: yields (POST URL, request body, note)."""
+def feast_server(repo: Path, redis_url: str, folder: Path, *, on_demand: bool = True) -> Iterator[tuple[str, bytes, str]]:
+    """Feast 0.67 serving fraud_model from ``redis_url``: yields (POST URL, request body, note).
+
+    ``on_demand=False`` asks for the 8 stored features only (a Feast feature
+    service without the two on-demand views), to see what those cost Feast.
+    """
     py = feast_python()
     feast_bin = str(py.parent / "feast")
     data = (Path(repo) / "data").resolve()
@@ -185,7 +196,7 @@ def feast_server(repo: Path, redis_url: str, folder: Path) -> Iterator[tuple[str
     try:
         wait_port(port, proc, timeout=120)
         url = f"http://127.0.0.1:{port}/get-online-features"
-        body = feast_body()
+        body = feast_body(on_demand)
         deadline = time.monotonic() + 60
         while True:  # the port opens before the worker answers
             try:
@@ -199,8 +210,10 @@ def feast_server(repo: Path, redis_url: str, folder: Path) -> Iterator[tuple[str
             time.sleep(0.2)
         version = subprocess.run([str(py), "-c", "import importlib.metadata as m; print(m.version('feast'))"],
                                  env=env, capture_output=True, text=True).stdout.strip()
+        what = ("fraud_model: 8 stored + 2 on-demand (python mode)" if on_demand
+                else "fraud_model_stored: the 8 stored features only")
         note = (f"Feast {version} feature server (feast serve: gunicorn, 1 uvicorn worker, no access log, "
-                "no worker recycling), feature service fraud_model from Redis: 8 stored + 2 on-demand (python mode)")
+                f"no worker recycling), feature service {what}, from Redis")
         yield url, body, note
     finally:
         stop(proc)
@@ -247,6 +260,7 @@ def main() -> None:
     ap.add_argument("--duration", type=int, default=5)
     ap.add_argument("--connections", default="1,16")
     ap.add_argument("--scale", default="small")
+    ap.add_argument("--stored-only", action="store_true", help="the 8 stored features, no on-demand views")
     args = ap.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed: apt-get install -y wrk")
@@ -256,7 +270,8 @@ def main() -> None:
         redis = Redis(folder / "redis")
         try:
             repo = make_repo(folder, f"redis://127.0.0.1:{redis.port}/0", args.scale)
-            with feast_server(repo, f"redis://127.0.0.1:{redis.port}/1", folder / "feast") as (url, body, note):
+            with feast_server(repo, f"redis://127.0.0.1:{redis.port}/1", folder / "feast",
+                              on_demand=not args.stored_only) as (url, body, note):
                 print(note)
                 _, answer = post(url, body)
                 fv = feast_vector(answer)
@@ -268,6 +283,8 @@ def main() -> None:
                           f"  non-2xx {r['non_2xx']} {r['socket_errors']}", flush=True)
                 print(f"load average {os.getloadavg()[0]:.2f}", flush=True)
             qv = quiver_vector(repo)
+            if args.stored_only:  # quiver's in-process vector still has the two on-demand features
+                qv = {k: v for k, v in qv.items() if k in fv}
             print("feast: ", {k: v[0] for k, v in fv.items()})
             print("quiver:", qv)
             diffs = compare(qv, fv)
