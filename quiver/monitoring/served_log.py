@@ -143,7 +143,7 @@ class ServedLog:
         self.flush_seconds, self.batch, self.max_buffer = flush_seconds, batch, max_buffer
         self.compact_bytes = compact_bytes  # spool bytes written between compactions; 0: readers compact
         self._buf: deque[bytes] = deque()  # one marshalled record per sampled response
-        self._plans: dict[tuple[int, bool], int] = {}  # (id(plan), request values?) -> schema number
+        self._plans: dict[int, int] = {}  # id(plan), negated with request values -> schema number
         self._schema_no: dict[bytes, int] = {}  # serialized schema -> number
         self._schemas: dict[int, bytes] = {}
         self._wake = threading.Event()
@@ -183,7 +183,7 @@ class ServedLog:
         on-demand views read, one list per field, in the order of ``plan.odfvs``' fields."""
         if self.sample_rate < 1.0 and self._random() >= self.sample_rate:
             return
-        no = self._plans.get((id(plan), request is not None))
+        no = self._plans.get(id(plan) if request is None else -id(plan))
         if no is None:
             no = self._register(plan, response, request)
         t = time.time_ns() // 1000 if now_us is None else now_us
@@ -226,7 +226,7 @@ class ServedLog:
             if no is None:
                 no = self._schema_no[schema] = len(self._schema_no)
                 self._schemas[no] = schema
-            key = (id(plan), request is not None)
+            key = id(plan) if request is None else -id(plan)
             self._plans[key] = no
             weakref.finalize(plan, self._plans.pop, key, None)
         return no

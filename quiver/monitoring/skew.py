@@ -6,8 +6,11 @@ entity dataframe (join keys, ``event_timestamp`` = the request time) for
 differs from the recomputed one is reported with examples. Values must match
 exactly, except floating-point aggregates (sum, mean, stddev) and on-demand
 outputs, compared to a relative 1e-9, since the stream and the batch path may
-add in another order. On-demand outputs are not compared: they depend on the
-request's own values, which the log does not keep.
+add in another order. On-demand outputs are recomputed by
+``get_historical_features`` too (it runs the same function), from the request
+values logged with them (columns ``__request.{field}``, given to it as entity
+columns); an on-demand feature whose request fields were not logged is listed
+under ``not_compared`` with the reason.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ import pyarrow.parquet as pq
 
 from quiver.monitoring.served_compact import compact
 from quiver.monitoring.results import FAILING, OK, CheckResult, ResultStore, now_utc
-from quiver.monitoring.served_log import REQUEST_TIME, served_dir, served_log_for
+from quiver.monitoring.served_log import REQUEST_PREFIX, REQUEST_TIME, served_dir, served_log_for
 from quiver.monitoring.tables import quote, sql_list
 from quiver.timeutil import to_utc
 
@@ -61,6 +64,7 @@ class SkewReport:
     requests: int
     features: list[FeatureSkew]
     time: datetime
+    not_compared: dict[str, str] = field(default_factory=dict)  # feature -> why
 
     @property
     def ok(self) -> bool:
@@ -71,21 +75,38 @@ class SkewReport:
 
     def to_dict(self) -> dict[str, Any]:
         return {"time": self.time.isoformat(), "ok": self.ok, "rows": self.requests,
-                "features": [f.to_dict() for f in self.features]}
+                "features": [f.to_dict() for f in self.features], "not_compared": dict(self.not_compared)}
 
 
-def _groups(root: str) -> dict[str, tuple[dict[str, str], list[str], list[str]]]:
-    """Files of the served log grouped by feature list: signature -> (refs, join keys, files)."""
-    out: dict[str, tuple[dict[str, str], list[str], list[str]]] = {}
+def _groups(root: str) -> dict[str, tuple[dict[str, str], list[str], list[str], list[str]]]:
+    """Files of the served log grouped by feature list: signature -> (refs, join keys,
+    request fields logged, files)."""
+    out: dict[str, tuple[dict[str, str], list[str], list[str], list[str]]] = {}
     for f in sorted(glob.glob(os.path.join(root, "date=*", "*.parquet"))):
         meta = pq.read_schema(f).metadata or {}
         refs_raw = meta.get(b"quiver.refs")
         if refs_raw is None:
             continue
-        sig = refs_raw.decode() + "|" + meta.get(b"quiver.join_keys", b"[]").decode()
+        keys_raw, request_raw = meta.get(b"quiver.join_keys", b"[]"), meta.get(b"quiver.request", b"[]")
+        sig = b"|".join((refs_raw, keys_raw, request_raw)).decode()
         if sig not in out:
-            out[sig] = (json.loads(refs_raw), json.loads(meta.get(b"quiver.join_keys", b"[]")), [])
-        out[sig][2].append(f)
+            out[sig] = (json.loads(refs_raw), json.loads(keys_raw), json.loads(request_raw), [])
+        out[sig][3].append(f)
+    return out
+
+
+def _comparable(store: Any, refs: dict[str, str], request: list[str], skipped: dict[str, str]) -> dict[str, str]:
+    """The logged columns that can be recomputed: stored features, and on-demand ones
+    whose request fields were logged (the others go to ``skipped`` with the reason)."""
+    out = {}
+    for col, ref in refs.items():
+        view = store.registry.get_view(ref.partition(":")[0].split("@")[0])
+        missing = [] if hasattr(view, "aggregations") else [f for f in view.request_dtypes if f not in request]
+        if missing:
+            skipped.setdefault(ref, f"request field(s) {', '.join(missing)} not in the served log (the caller of "
+                                    "ServedLog.log passes no request values)")
+        else:
+            out[col] = ref
     return out
 
 
@@ -136,7 +157,8 @@ def check_skew(store: Any, *, start: Any = None, end: Any = None, limit: int | N
     from quiver.monitoring.tables import connection
 
     threshold = float((store.config.monitoring.get("thresholds") or {}).get("skew", DEFAULTS["skew"]))
-    for refs, keys, files in _groups(root).values():
+    skipped: dict[str, str] = {}
+    for refs, keys, request, files in _groups(root).values():
         con = connection(store.offline)
         try:
             q = f"SELECT * FROM read_parquet({sql_list(files)}, union_by_name=true){cond} ORDER BY {quote(REQUEST_TIME)}"
@@ -147,13 +169,12 @@ def check_skew(store: Any, *, start: Any = None, end: Any = None, limit: int | N
             con.close()
         if served.num_rows == 0:
             continue
-        # on-demand outputs need the request's own values, which the log does not keep: stored features only
-        refs = {c: r for c, r in refs.items()
-                if hasattr(store.registry.get_view(r.partition(":")[0].split("@")[0]), "aggregations")}
+        refs = _comparable(store, refs, request, skipped)
         if not refs:
             continue
         total += served.num_rows
-        entity = pa.table({**{k: served[k] for k in keys}, "event_timestamp": served[REQUEST_TIME]})
+        entity = pa.table({**{k: served[k] for k in keys}, "event_timestamp": served[REQUEST_TIME],
+                           **{f: served[REQUEST_PREFIX + f] for f in request}})
         ref_list = list(refs.values())
         expected = store.get_historical_features(entity, features=ref_list, full_feature_names=True).to_arrow()
         for col, ref in refs.items():
@@ -170,7 +191,8 @@ def check_skew(store: Any, *, start: Any = None, end: Any = None, limit: int | N
                     fs.examples.append({**{k: served[k][i].as_py() for k in keys},
                                         "request_time": served[REQUEST_TIME][i].as_py().isoformat(),
                                         "served": served[col][i].as_py(), "expected": exp_col[i].as_py()})
-    rep = SkewReport(total, sorted(features.values(), key=lambda f: f.ref), now_utc())
+    skipped = {r: why for r, why in skipped.items() if r not in features}  # compared in another group
+    rep = SkewReport(total, sorted(features.values(), key=lambda f: f.ref), now_utc(), skipped)
     if record and rep.features:
         now = rep.time
         results = []
