@@ -261,13 +261,16 @@ def compare(kind: str, settings: list[str], rounds: int, run: Any) -> None:
         for s in (settings if r % 2 == 0 else settings[::-1]):
             results[s].append(run(s, r))
     print(f"{kind}: {rounds} rounds, one fresh process per run; medians over rounds [min-max]")
-    base = statistics.median(x["p99"] for x in results[settings[0]])
+    first = results[settings[0]]
+    base = statistics.median(x["p99"] for x in first)
     for s, rs in results.items():
         p50s, p99s, cpus = ([x[k] for x in rs] for k in ("p50", "p99", "cpu_us"))
         label = {"off": "served log off", "control": "control: a logger doing nothing"}.get(s, f"log at rate {s}")
         p99 = statistics.median(p99s)
+        paired = statistics.median(x["p99"] / y["p99"] - 1 for x, y in zip(rs, first, strict=True))
         print(f"  {label:32s} p50 {statistics.median(p50s):7.1f}us  p99 {p99:7.1f}us [{min(p99s):.0f}-{max(p99s):.0f}]"
-              f" {p99 / base - 1:+6.1%}   cpu/request {statistics.median(cpus):6.1f}us [{min(cpus):.1f}-{max(cpus):.1f}]"
+              f" {p99 / base - 1:+6.1%} (paired by round {paired:+6.1%})"
+              f"   cpu/request {statistics.median(cpus):6.1f}us [{min(cpus):.1f}-{max(cpus):.1f}]"
               + (f"   logged {sum(x['logged'] for x in rs)}" if "logged" in rs[0] else
                  f"   {statistics.median(x['requests'] for x in rs) / 1:.0f} requests/run"))
         print(f"    p99 per round: {' '.join(f'{x:.0f}' for x in p99s)}")

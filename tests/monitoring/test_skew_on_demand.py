@@ -71,11 +71,14 @@ def test_on_demand_features_are_recomputed_from_logged_request_values(tmp_path: 
 
 
 def test_without_request_values_only_their_on_demand_features_go_unchecked(tmp_path: Path, mon_now: datetime) -> None:
-    with FeatureStore(_repo(tmp_path, mon_now, rate=1.0)) as store:
+    with FeatureStore(_repo(tmp_path, mon_now, rate=0.0)) as store:
         store.apply()
         store.materialize(mon_now - timedelta(days=9), mon_now)
-        for rows, ctx in _requests(8):  # the online read path logs what it served, without request values
-            store.get_online_features(features=REFS, entity_rows=rows, request_context=ctx)
+        log = ServedLog(served_dir(store.config), 1.0, flush_seconds=60, compact_bytes=0)
+        for rows, ctx in _requests(8):
+            resp = store.get_online_features(features=REFS, entity_rows=rows, request_context=ctx)
+            log.log(store.__dict__["_online_reader"].plan(REFS, None, False), resp)
+        log.close()
         rep = store.monitor_skew()
         assert rep.ok and rep.requests == 12
         assert {f.ref: (f.compared, f.differ) for f in rep.features} == {
@@ -83,3 +86,16 @@ def test_without_request_values_only_their_on_demand_features_go_unchecked(tmp_p
         assert list(rep.not_compared) == ["amount_to_a:amount_to_a"]
         assert "amount" in rep.not_compared["amount_to_a:amount_to_a"]
         assert rep.to_dict()["not_compared"] == rep.not_compared
+
+
+def test_the_online_read_path_logs_a_clean_workload_without_skew(tmp_path: Path, mon_now: datetime) -> None:
+    with FeatureStore(_repo(tmp_path, mon_now, rate=1.0)) as store:
+        store.apply()
+        store.materialize(mon_now - timedelta(days=9), mon_now)
+        for rows, ctx in _requests(8):  # logged by get_online_features itself
+            store.get_online_features(features=REFS, entity_rows=rows, request_context=ctx)
+        rep = store.monitor_skew()
+        assert rep.ok and rep.requests == 12
+        assert all(f.differ == 0 and f.compared == 12 for f in rep.features)
+        compared = {f.ref for f in rep.features}
+        assert {"profile:country", "b_per_c:b_per_c"} <= compared and compared | set(rep.not_compared) == set(REFS)
