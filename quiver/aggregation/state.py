@@ -29,6 +29,7 @@ import pyarrow.compute as pc
 
 from quiver.aggregation import functions as F
 from quiver.aggregation import windows as W
+from quiver.aggregation.packed import PackedReader
 from quiver.definitions import FeatureView
 from quiver.definitions.aggregation import Aggregation
 from quiver.errors import InputError
@@ -160,6 +161,7 @@ class StateLayout:
         self.numeric = all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in self.value_types.values())
         self._tile_cache: dict[tuple[tuple[int, int], ...], tuple[dict[int, list[int]], list[int]]] = {}
         self._raw_dtype = np.dtype([("ts", "<i8")] + [(f"c{i}", "<f8") for i in range(len(self.columns))])
+        self.packed = PackedReader(self, self._raw_dtype)  # additive stats as packed tiles (stores may use it)
 
     def _value_type(self, column: str) -> pa.DataType:
         """The type values of ``column`` are kept as: the source schema's when it declares

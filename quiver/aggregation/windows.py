@@ -29,7 +29,7 @@ RAW_BUCKET = MINUTE  # raw events are kept per minute
 # only the two edge minutes raw, at the price of a third cell per event on write.
 FIRST_STORED_LEVEL = 0
 # tiles of one level are stored together in groups of this span (a Redis hash, a key range)
-GROUP: tuple[int, ...] = (HOUR, DAY, 32 * DAY)
+GROUP: tuple[int, ...] = (10 * MINUTE, 6 * HOUR, 8 * DAY)
 RAW_GROUP = MINUTE
 
 

@@ -329,8 +329,12 @@ class RedisOnlineStore:
     # in a set per group. One Lua script merges a batch and records the stream offsets
     # it covers, atomically, so a killed worker neither loses nor double-counts.
 
-    # ARGV[1]: the cells as JSON columns {k, f, o, t, v} plus the keys to expire {ek, em}
-    # and the offsets {ok, ov}; then triples (command, key, value) of raw events.
+    # ARGV[1]: the hash cells as JSON columns {k, f, o, t, v} plus their keys to expire
+    # {ek, em}, the offsets {ok, ov}, and the packed tile keys {pk, pe, pc} (name, expiry,
+    # number of records) and the raw event keys {rk, re, rn} (name, expiry, number of
+    # values; numeric views APPEND one value, others RPUSH one per event) with the byte
+    # length of each value {rl}; ARGV[2]: the packed records ('<i4d': slot, delta), key
+    # by key; ARGV[3]: the raw values, concatenated.
     _AGG_LUA = """
 local function lt(a, b)
   local x, y = tonumber(a), tonumber(b)
@@ -361,8 +365,41 @@ for i = 1, #k do
     end
   end
 end
-for i = 2, #ARGV, 3 do
-  redis.call(ARGV[i], ARGV[i + 1], ARGV[i + 2])
+local blob, at = ARGV[2], 1
+for i = 1, #d.pk do  -- packed tiles: read, add the deltas slot by slot, write back with its expiry
+  local key = d.pk[i]
+  local cur = redis.call('GET', key)
+  local vals, n = {}, 0
+  if cur and #cur >= 8 then
+    n = #cur / 8
+    vals = {struct.unpack('<' .. string.rep('d', n), cur)}
+    vals[n + 1] = nil
+  end
+  for _ = 1, d.pc[i] do
+    local slot, v
+    slot, v, at = struct.unpack('<i4d', blob, at)
+    slot = slot + 1
+    while n < slot do n = n + 1; vals[n] = 0 end
+    vals[slot] = vals[slot] + v
+  end
+  redis.call('SET', key, struct.pack('<' .. string.rep('d', n), unpack(vals, 1, n)), 'PXAT', d.pe[i])
+end
+local raw, j = ARGV[3], 1
+at = 1
+for i = 1, #d.rk do  -- raw events; a new key gets its expiry as it is made
+  local k = d.rk[i]
+  if d.rn[i] == 0 then  -- numeric: fixed-size records appended to one string
+    local v = string.sub(raw, at, at + d.rl[j] - 1)
+    at, j = at + d.rl[j], j + 1
+    if not redis.call('SET', k, v, 'NX', 'PXAT', d.re[i]) then redis.call('APPEND', k, v) end
+  else
+    local n
+    for _ = 1, d.rn[i] do
+      n = redis.call('RPUSH', k, string.sub(raw, at, at + d.rl[j] - 1))
+      at, j = at + d.rl[j], j + 1
+    end
+    if n == d.rn[i] then redis.call('PEXPIREAT', k, d.re[i]) end
+  end
 end
 for i = 1, #d.ek do
   redis.call('PEXPIREAT', d.ek[i], d.em[i])
@@ -390,12 +427,28 @@ return 1
 
         from quiver.aggregation.windows import GROUP, LEVELS
 
-        cols: dict[str, list[Any]] = {c: [] for c in ("k", "f", "o", "t", "v", "ek", "em", "ok", "ov")}
-        raw_args: list[Any] = []
+        from quiver.aggregation.packed import slots
+
+        cols: dict[str, list[Any]] = {c: [] for c in ("k", "f", "o", "t", "v", "ek", "em", "ok", "ov", "pk", "pe", "pc",
+                                                      "rk", "re", "rn", "rl")}
+        raw_args: list[bytes] = []
+        records: list[bytes] = []
         for w in writes:
             lay = w.layout
             p = self._agg_prefix(w.view)
             t = w.table
+            if t.num_rows and lay.packed.width:  # additive stats: packed tiles (aggregation.packed)
+                sl = slots(t, lay.packed.positions)
+                if len(sl.count):
+                    lv_s = pc.cast(pa.array(sl.level), pa.string())
+                    cols["pk"] += pc.binary_join_element_wise(p + "{", sl.entity, "}:p", lv_s, ":",
+                                                              pc.cast(pa.array(sl.group), pa.string()), "").to_pylist()
+                    cols["pe"] += (((sl.group + 1) * np.asarray(GROUP)[sl.level] + lay.max_window_us) // 1000).tolist()
+                    cols["pc"] += sl.count.tolist()
+                    rec = np.empty(len(sl.slot), dtype=[("slot", "<i4"), ("value", "<f8")])
+                    rec["slot"], rec["value"] = sl.slot, sl.value
+                    records.append(rec.tobytes())
+                t = t.filter(pc.not_equal(t.column("op"), "+"))
             if t.num_rows:
                 s = lambda c: pc.cast(t.column(c), pa.string())  # noqa: E731
                 is_set = pc.equal(t.column("op"), "D")
@@ -422,7 +475,7 @@ return 1
             cols["ok"].append(scope)
             cols["ov"].append(str(off))
         doc = orjson.dumps(cols)
-        args = (1, f"{self.prefix}:__stream_offsets__", doc, *raw_args)
+        args = (1, f"{self.prefix}:__stream_offsets__", doc, b"".join(records), b"".join(raw_args))
         try:
             sha = getattr(self, "_agg_write_sha", None) or self._client.script_load(self._AGG_LUA)
             self._agg_write_sha = sha
@@ -457,7 +510,7 @@ return 1
         return reply() if wait else reply
 
     @staticmethod
-    def _raw_args(p: str, lay: Any, raw: pa.Table, out: list[Any], cols: dict[str, list[Any]]) -> None:
+    def _raw_args(p: str, lay: Any, raw: pa.Table, out: list[bytes], cols: dict[str, list[Any]]) -> None:
         """Raw events: fixed-size records APPENDed per (entity, minute) for numeric views
         (read back in one GET), else one list element per event."""
         import numpy as np
@@ -474,24 +527,20 @@ return 1
             changed = pc.not_equal(e_arr.slice(1), e_arr.slice(0, n - 1)).to_numpy(zero_copy_only=False)
             starts = np.concatenate([starts, np.flatnonzero(changed | (buckets[1:] != buckets[:-1])) + 1])
         heads = raw.take(pa.array(starts))
-        tag, cmd = ("a", "APPEND") if lay.numeric else ("r", "RPUSH")
-        keys = pc.binary_join_element_wise(p + "{", heads.column("entity"), "}:" + tag + ":",
-                                           pc.cast(heads.column("bucket"), pa.string()), "").to_pylist()
-        ends = (heads.column("bucket").to_numpy() + 1) * RAW_BUCKET + lay.max_window_us
-        cols["ek"] += keys
-        cols["em"] += pc.cast(pa.array(ends // 1000), pa.string()).to_pylist()
-        bounds = np.append(starts, n).tolist()
-        if lay.numeric:  # fixed-size records, sorted: each group is one slice of one buffer
-            payload = raw.column("payload").combine_chunks()
-            data = payload.buffers()[2].to_pybytes()
-            offs = np.frombuffer(payload.buffers()[1], dtype="int32")[payload.offset: payload.offset + n + 1]
-            for key, i, j in zip(keys, bounds[:-1], bounds[1:]):  # offsets index the whole buffer
-                out += (cmd, key, data[int(offs[i]): int(offs[j])])
+        tag = "a" if lay.numeric else "r"
+        cols["rk"] += pc.binary_join_element_wise(p + "{", heads.column("entity"), "}:" + tag + ":",
+                                                  pc.cast(heads.column("bucket"), pa.string()), "").to_pylist()
+        cols["re"] += (((heads.column("bucket").to_numpy() + 1) * RAW_BUCKET + lay.max_window_us) // 1000).tolist()
+        payload = raw.column("payload").combine_chunks()
+        offs = np.frombuffer(payload.buffers()[1], dtype="int32")[payload.offset: payload.offset + n + 1]
+        out.append(payload.buffers()[2].to_pybytes()[int(offs[0]): int(offs[-1])])  # the values, in order
+        counts = np.diff(np.append(starts, n))
+        if lay.numeric:  # one value per key: its records, one slice of the sorted buffer
+            cols["rn"] += [0] * len(counts)
+            cols["rl"] += (offs[np.append(starts, n)][1:] - offs[starts]).tolist()
         else:
-            payloads = raw.column("payload").to_pylist()
-            for key, i, j in zip(keys, bounds[:-1], bounds[1:]):
-                for pl in payloads[i:j]:
-                    out += (cmd, key, pl)
+            cols["rn"] += counts.tolist()
+            cols["rl"] += np.diff(offs).tolist()
 
     def read_offsets(self, prefix: str = "") -> dict[str, int]:
         """The next offset to consume per stream scope (``topic/partition``) the state holds."""
@@ -512,13 +561,18 @@ return 1
         plan = lay.plan(features, at)
         ents = entity_keys(keys, view.join_keys).to_pylist()
         p = self._agg_prefix(view.name)
-        if lay.fast(plan):
-            return self._read_fast(lay, plan, ents, p)
+        if lay.numeric and lay.packed.handles(plan):
+            return self._read_packed(lay, plan, ents, p)
+        import numpy as np
+
+        from quiver.aggregation.packed import ADDITIVE
+        from quiver.aggregation.windows import GROUP, LEVELS
+
         groups = plan.groups()
-        stats = [(i, s.kind) for i, s in enumerate(lay.stats) if s.kind != "set"]
-        sets = [i for i, s in enumerate(lay.stats) if s.kind == "set"]
         wanted = {i for a in plan.aggregations for i, s in enumerate(lay.stats) if s.column == a.column}
-        stats = [(i, k) for i, k in stats if i in wanted]
+        stats = [(i, s.kind) for i, s in enumerate(lay.stats) if s.kind != "set" and s.kind not in ADDITIVE and i in wanted]
+        sets = [i for i, s in enumerate(lay.stats) if s.kind == "set"]
+        adds = [(i, lay.packed.positions[i]) for i in sorted(wanted) if lay.stats[i].kind in ADDITIVE]
         fields_of: list[tuple[int, int, list[int], list[bytes], list[tuple[int, int, bool]]]] = []
         for lv, g, tiles in groups:
             fields, meta = [], []
@@ -534,9 +588,12 @@ return 1
         uniq = list(dict.fromkeys(ents))
         for e in uniq:
             for lv, g, _, fields, _ in fields_of:
-                pipe.execute_command("HMGET", f"{p}{{{e}}}:{lv}:{g}", *fields)
+                if fields:
+                    pipe.execute_command("HMGET", f"{p}{{{e}}}:{lv}:{g}", *fields)
                 if sets:
                     pipe.execute_command("SMEMBERS", f"{p}{{{e}}}:s{lv}:{g}")
+                if adds:
+                    pipe.execute_command("GET", f"{p}{{{e}}}:p{lv}:{g}")
             for b in plan.raw_buckets:
                 if lay.numeric:
                     pipe.execute_command("GET", f"{p}{{{e}}}:a:{b}")
@@ -552,22 +609,24 @@ return 1
         cells: list[tuple[Any, ...]] = []
         raw: list[tuple[int, bytes]] = []
         pos = 0
+        width = lay.packed.width
         num = {i: k in ("n", "s", "q") or lay.value_types[lay.stats[i].column] != pa.string() for i, k in stats}
         set_num = {i: lay.value_types[lay.stats[i].column] != pa.string() for i in sets}
         for e in uniq:
             rows = rows_of[e]
             found: list[tuple[Any, ...]] = []
-            for lv, _, tiles, _, meta in fields_of:
-                values = res[pos]
-                pos += 1
-                got: dict[tuple[int, int], list[Any]] = {}
-                for (tl, i, is_ts), v in zip(meta, values):
-                    if v is not None:
-                        got.setdefault((tl, i), [None, None])[0 if is_ts else 1] = v
-                for (tl, i), (ts, v) in got.items():
-                    if v is not None:
-                        found.append((lv, tl, i, None if ts is None else int(float(ts)),
-                                      float(v) if num[i] else v.decode()))
+            for lv, g, tiles, fields, meta in fields_of:
+                if fields:
+                    values = res[pos]
+                    pos += 1
+                    got: dict[tuple[int, int], list[Any]] = {}
+                    for (tl, i, is_ts), v in zip(meta, values):
+                        if v is not None:
+                            got.setdefault((tl, i), [None, None])[0 if is_ts else 1] = v
+                    for (tl, i), (ts, v) in got.items():
+                        if v is not None:
+                            found.append((lv, tl, i, None if ts is None else int(float(ts)),
+                                          float(v) if num[i] else v.decode()))
                 if sets:
                     want = set(tiles)
                     for m in res[pos]:
@@ -575,6 +634,15 @@ return 1
                         if int(tl) in want:
                             found.append((lv, int(tl), int(i), None, float(v) if set_num[int(i)] else v))
                     pos += 1
+                if adds:
+                    packed = np.frombuffer(res[pos] or b"", dtype="<f8")
+                    pos += 1
+                    first = g * (GROUP[lv] // LEVELS[lv])
+                    for tl in tiles:
+                        for i, at_ in adds:
+                            k = (tl - first) * width + at_
+                            if k < len(packed) and packed[k] != 0:
+                                found.append((lv, tl, i, None, float(packed[k])))
             for _ in plan.raw_buckets:
                 got = res[pos]
                 for payload in ([got] if got else []) if lay.numeric else got:
@@ -583,116 +651,27 @@ return 1
             cells.extend((r, *c) for r in rows for c in found)
         return lay.fold(plan, len(ents), cells, raw)
 
-    # KEYS[1]: the entity's key prefix (its hash tag: every key below is in its slot);
-    # ARGV: the stat ids, the tile runs (level, group, first, last), the raw bucket runs.
-    # Returns per tile run the values joined by ',' ('nan' when absent), then all raw
-    # records of the buckets as one string: one round trip, a few arguments.
-    _AGG_READ_LUA = """
-local p = KEYS[1]
-local ns = tonumber(ARGV[1])
-local stats = {}
-for j = 1, ns do stats[j] = ARGV[1 + j] end
-local i = 2 + ns
-local nh = tonumber(ARGV[i]); i = i + 1
-local out = {}
-for h = 1, nh do
-  local key = p .. ARGV[i] .. ':' .. ARGV[i + 1]
-  local lo, hi = tonumber(ARGV[i + 2]), tonumber(ARGV[i + 3]); i = i + 4
-  local fields = {}
-  for t = lo, hi do
-    for j = 1, ns do fields[#fields + 1] = string.format('%d:%s', t, stats[j]) end
-  end
-  local vals = redis.call('HMGET', key, unpack(fields))
-  for k = 1, #vals do if not vals[k] then vals[k] = 'nan' end end
-  out[h] = table.concat(vals, ',')
-end
-local nr = tonumber(ARGV[i]); i = i + 1
-local keys = {}
-for r = 1, nr do
-  local lo, hi = tonumber(ARGV[i]), tonumber(ARGV[i + 1]); i = i + 2
-  for b = lo, hi do keys[#keys + 1] = p .. 'a:' .. string.format('%d', b) end
-end
-local raw = {}
-if #keys > 0 then
-  for _, v in ipairs(redis.call('MGET', unpack(keys))) do
-    if v then raw[#raw + 1] = v end
-  end
-end
-out[nh + 1] = table.concat(raw)
-return out
-"""
-
-    def _read_fast(self, lay: Any, plan: Any, ents: list[str], p: str) -> pa.Table:
-        """Numeric aggregates: one script call per entity, values parsed by numpy."""
-        import numpy as np
-
-        from quiver.aggregation.state import Cells
-        from quiver.aggregation.windows import GROUP, LEVELS
-
-        stat_ids = [str(i) for i in range(len(lay.stats))]
-        ns = len(stat_ids)
-        runs: list[tuple[int, int, int, int]] = []  # (level, group, lo, hi), split at group ends
-        for lv, lo, hi in plan.runs():
-            per = GROUP[lv] // LEVELS[lv]
-            t = lo
-            while t <= hi:
-                end = min(hi, (t // per + 1) * per - 1)
-                runs.append((lv, t // per, t, end))
-                t = end + 1
-        raw_runs: list[list[int]] = []
-        for b in plan.raw_buckets:
-            if raw_runs and raw_runs[-1][1] == b - 1:
-                raw_runs[-1][1] = b
-            else:
-                raw_runs.append([b, b])
-        args: list[Any] = [ns, *stat_ids, len(runs)]
-        for r in runs:
-            args += r
-        args.append(len(raw_runs))
-        for lo, hi in raw_runs:
-            args += (lo, hi)
+    def _read_packed(self, lay: Any, plan: Any, ents: list[str], p: str) -> pa.Table:
+        """Additive aggregates (count, sum, mean, stddev): per entity one MGET of its packed
+        tile groups and raw edge buckets (every key in the entity's hash slot), folded in numpy."""
+        pk = lay.packed
+        groups = pk.groups(plan)
+        suffixes = [f"p{lv}:{g}" for lv, g in groups] + [f"a:{b}" for b in plan.raw_buckets]
         uniq = list(dict.fromkeys(ents))
-        for attempt in (0, 1):  # EVALSHA without redis-py's SCRIPT EXISTS round trip per call
-            sha = getattr(self, "_agg_read_sha", None) or self._client.script_load(self._AGG_READ_LUA)
-            self._agg_read_sha = sha
-            try:
-                if len(uniq) == 1:
-                    res = [self._client.execute_command("EVALSHA", sha, 1, f"{p}{{{uniq[0]}}}:", *args)]
-                else:
-                    pipe = self._client.pipeline(transaction=False)
-                    for e in uniq:
-                        pipe.execute_command("EVALSHA", sha, 1, f"{p}{{{e}}}:", *args)
-                    res = pipe.execute()
-                break
-            except redis.exceptions.NoScriptError:
-                self._agg_read_sha = None
-                if attempt:
-                    raise
-            except redis.ConnectionError as e:
-                raise TransientError(f"online store {self.url}: {e}; retry when Redis is reachable") from e
-        lens = [(hi - lo + 1) * ns for _, _, lo, hi in runs]
-        tiles = np.concatenate([np.repeat(np.arange(lo, hi + 1, dtype="int64"), ns) for _, _, lo, hi in runs]) \
-            if runs else np.empty(0, "int64")
-        levels = np.repeat(np.asarray([lv for lv, *_ in runs], dtype="int64"), lens)
-        stats = np.tile(np.arange(ns, dtype="int64"), len(tiles) // ns if ns else 0)
-        rows_of: dict[str, list[int]] = {}
-        for r, e in enumerate(ents):
-            rows_of.setdefault(e, []).append(r)
-        parts_row, parts_idx, parts_val = [], [], []
-        raw: list[tuple[int, bytes]] = []
-        for e, out in zip(uniq, res):
-            vals = np.array(b",".join(out[: len(runs)]).split(b","), dtype="float64") if runs else np.empty(0)
-            have = np.flatnonzero(~np.isnan(vals))
-            for r in rows_of[e]:
-                parts_row.append(np.full(len(have), r, dtype="int64"))
-                parts_idx.append(have)
-                parts_val.append(vals[have])
-                if out[len(runs)]:
-                    raw.append((r, out[len(runs)]))
-        idx = np.concatenate(parts_idx) if parts_idx else np.empty(0, "int64")
-        cells = Cells(np.concatenate(parts_row) if parts_row else np.empty(0, "int64"), levels[idx], tiles[idx],
-                      stats[idx], np.concatenate(parts_val) if parts_val else np.empty(0))
-        return lay.fold(plan, len(ents), cells, raw)
+        try:
+            if len(uniq) == 1:
+                res = [self._client.execute_command("MGET", *[f"{p}{{{uniq[0]}}}:{s}" for s in suffixes])]
+            else:
+                pipe = self._client.pipeline(transaction=False)
+                for e in uniq:
+                    pipe.execute_command("MGET", *[f"{p}{{{e}}}:{s}" for s in suffixes])
+                res = pipe.execute()
+        except redis.ConnectionError as e:
+            raise TransientError(f"online store {self.url}: {e}; retry when Redis is reachable") from e
+        n = len(groups)
+        by_entity = {e: pk.fold(plan, groups, got[:n], b"".join(x for x in got[n:] if x)) for e, got in zip(uniq, res)}
+        return pa.table({a.name: pa.array([by_entity[e][a.name] for e in ents]).cast(a.output_dtype().arrow, safe=False)
+                         for a in plan.aggregations})
 
     def delete_aggregates(self, view_name: str) -> None:
         """Drop a view's aggregation state (before a rebuild)."""

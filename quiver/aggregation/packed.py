@@ -1,0 +1,152 @@
+"""Packed tiles: the additive stats (n, s, q) of one storage group as float64 slots.
+
+A store can keep the tiles of one group (``windows.GROUP``: the minutes of an
+hour, the hours of a day, the days of 32) for one entity as a single byte
+string of little-endian float64 slots, ``slot = tile_in_group * width + stat``
+(``width`` = the number of additive stats), zero where nothing was added. Reading
+a window is then one multi-key fetch of a few short strings, and the fold is a
+few slice sums: no per-tile field names, no text numbers. Merging a batch adds
+its deltas slot by slot (order does not matter), which is what the stores' merge
+script does.
+
+``slots`` gives a batch's deltas per group key in that layout; ``PackedReader``
+turns a read plan into the keys to fetch and folds what comes back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from quiver.aggregation import windows as W
+
+__all__ = ["ADDITIVE", "PackedReader", "Slots", "slots"]
+
+ADDITIVE = frozenset({"n", "s", "q"})  # stats that merge by adding: packed
+_ADDITIVE_FUNCTIONS = frozenset({"count", "sum", "mean", "stddev"})
+
+
+@dataclass(frozen=True, slots=True)
+class Slots:
+    """A batch's additive deltas, grouped by (entity, level, group) in key order.
+
+    ``entity``, ``level``, ``group``: one entry per group key; ``count``: how many
+    (slot, value) records of ``slot``/``value`` belong to each key, in order."""
+
+    entity: pa.Array
+    level: np.ndarray
+    group: np.ndarray
+    count: np.ndarray
+    slot: np.ndarray
+    value: np.ndarray
+
+
+def slots(cells: pa.Table, positions: dict[int, int]) -> Slots:
+    """The additive cells of a ``StateWrite`` table (``op == '+'``) as packed slots;
+    ``positions`` maps a stat index to its place among the additive stats."""
+    add = cells.filter(pc.equal(cells.column("op"), "+")) if cells.num_rows else cells
+    width = len(positions)
+    level = add.column("level").to_numpy()
+    group = add.column("group").to_numpy()
+    tile = add.column("tile").to_numpy()
+    per = np.asarray([g // s for g, s in zip(W.GROUP, W.LEVELS)], dtype="int64")
+    stat_pos = np.zeros(max(positions, default=0) + 1, dtype="int64")
+    for i, p in positions.items():
+        stat_pos[i] = p
+    slot = (tile - group * per[level]) * width + stat_pos[add.column("stat").to_numpy()]
+    ent = pc.dictionary_encode(add.column("entity")).combine_chunks()
+    codes = ent.indices.to_numpy(zero_copy_only=False).astype("int64")
+    # one key per (entity, level, group): sort by it, then count the records of each
+    order = np.lexsort((slot, group, level, codes))
+    codes, level, group, slot = codes[order], level[order], group[order], slot[order]
+    value = add.column("val").to_numpy(zero_copy_only=False)[order]
+    n = len(order)
+    new = np.ones(n, dtype=bool)
+    if n > 1:
+        new[1:] = (codes[1:] != codes[:-1]) | (level[1:] != level[:-1]) | (group[1:] != group[:-1])
+    heads = np.flatnonzero(new)
+    count = np.diff(np.append(heads, n))
+    return Slots(ent.dictionary.take(pa.array(codes[heads])), level[heads], group[heads], count,
+                 slot.astype("int32"), value.astype("float64"))
+
+
+class PackedReader:
+    """Reads of additive aggregates (count, sum, mean, stddev) from packed tiles
+    and the raw events of the window edges; ``fold`` gives one value per feature."""
+
+    def __init__(self, layout: object, raw_dtype: np.dtype) -> None:
+        self.layout = layout
+        stats = layout.stats  # type: ignore[attr-defined]
+        self.positions = {i: p for p, i in enumerate(i for i, st in enumerate(stats) if st.kind in ADDITIVE)}
+        self.width = len(self.positions)
+        self.raw_dtype = raw_dtype
+        self._stat_pos = {st.name: self.positions[i] for i, st in enumerate(stats) if st.kind in ADDITIVE}
+        self._columns = {c: j for j, c in enumerate(layout.columns)}  # type: ignore[attr-defined]
+
+    @staticmethod
+    def handles(plan: object) -> bool:
+        return all(a.function in _ADDITIVE_FUNCTIONS for a in plan.aggregations)  # type: ignore[attr-defined]
+
+    def groups(self, plan: object) -> list[tuple[int, int]]:
+        """The (level, group) keys a plan reads, in a stable order."""
+        out: dict[tuple[int, int], None] = {}
+        for cov in plan.covers.values():  # type: ignore[attr-defined]
+            for lv, lo, hi in cov.runs():
+                per = W.GROUP[lv] // W.LEVELS[lv]
+                for g in range(lo // per, hi // per + 1):
+                    out[(lv, g)] = None
+        return list(out)
+
+    def fold(self, plan: object, groups: Sequence[tuple[int, int]], packed: Sequence[bytes | None],
+             raw: bytes) -> dict[str, object]:
+        """Feature values of one entity from its packed group strings (in the order of
+        ``groups``, None when absent) and its raw edge records (concatenated)."""
+        w = self.width
+        arrays = {}
+        for (lv, g), data in zip(groups, packed):
+            per = W.GROUP[lv] // W.LEVELS[lv]
+            a = np.zeros(per * w)
+            if data:
+                got = np.frombuffer(data, dtype="<f8")
+                a[: len(got)] = got
+            arrays[(lv, g)] = a.reshape(per, w)
+        rec = np.frombuffer(raw, dtype=self.raw_dtype) if raw else None
+        out: dict[str, object] = {}
+        for size, cov in plan.covers.items():  # type: ignore[attr-defined]
+            acc = np.zeros(w)
+            for lv, lo, hi in cov.runs():
+                per = W.GROUP[lv] // W.LEVELS[lv]
+                for g in range(lo // per, hi // per + 1):
+                    first = g * per
+                    acc += arrays[(lv, g)][max(lo, first) - first: min(hi, first + per - 1) - first + 1].sum(axis=0)
+            if rec is not None:
+                ts = rec["ts"]
+                a, b = cov.aligned
+                keep = (ts >= cov.start) & (ts < cov.end) & ~((ts >= a) & (ts < b))
+                for name, p in self._stat_pos.items():
+                    column, kind = name.rsplit(".", 1)
+                    v = rec[f"c{self._columns[column]}"][keep]
+                    v = v[~np.isnan(v)]
+                    acc[p] += len(v) if kind == "n" else (v.sum() if kind == "s" else (v * v).sum())
+            for agg in plan.aggregations:  # type: ignore[attr-defined]
+                if int(agg.window.total_seconds() * 1_000_000) == size:
+                    out[agg.name] = self._finalize(agg, acc)
+        return out
+
+    def _finalize(self, agg: object, acc: np.ndarray) -> object:
+        """``functions.finalize`` for one entity: empty window -> count 0, others null."""
+        c, f = agg.column, agg.function  # type: ignore[attr-defined]
+        n = float(acc[self._stat_pos[f"{c}.n"]])
+        if f == "count":
+            return int(round(n))
+        s = float(acc[self._stat_pos[f"{c}.s"]])
+        if f == "sum":
+            return s if n > 0 else None
+        if f == "mean":
+            return s / n if n > 0 else None
+        q = float(acc[self._stat_pos[f"{c}.q"]])
+        return float(np.sqrt(max((q - s * s / n) / (n - 1), 0.0))) if n > 1 else None
