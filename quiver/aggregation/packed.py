@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -86,50 +87,67 @@ class PackedReader:
         self.raw_dtype = raw_dtype
         self._stat_pos = {st.name: self.positions[i] for i, st in enumerate(stats) if st.kind in ADDITIVE}
         self._columns = {c: j for j, c in enumerate(layout.columns)}  # type: ignore[attr-defined]
+        self._cache: dict[tuple[tuple[int, tuple[int, int]], ...], Any] = {}
 
     @staticmethod
     def handles(plan: object) -> bool:
         return all(a.function in _ADDITIVE_FUNCTIONS for a in plan.aggregations)  # type: ignore[attr-defined]
 
     def groups(self, plan: object) -> list[tuple[int, int]]:
-        """The (level, group) keys a plan reads, in a stable order."""
-        out: dict[tuple[int, int], None] = {}
-        for cov in plan.covers.values():  # type: ignore[attr-defined]
-            for lv, lo, hi in cov.runs():
-                per = W.GROUP[lv] // W.LEVELS[lv]
-                for g in range(lo // per, hi // per + 1):
-                    out[(lv, g)] = None
-        return list(out)
+        """The (level, group) keys a plan reads, in the order ``fold`` takes them."""
+        return self._selection(plan)[0]
 
-    def fold(self, plan: object, groups: Sequence[tuple[int, int]], packed: Sequence[bytes | None],
-             raw: bytes) -> dict[str, object]:
-        """Feature values of one entity from its packed group strings (in the order of
-        ``groups``, None when absent) and its raw edge records (concatenated)."""
-        w = self.width
-        arrays = {}
-        for (lv, g), data in zip(groups, packed):
-            per = W.GROUP[lv] // W.LEVELS[lv]
-            a = np.zeros(per * w)
-            if data:
-                got = np.frombuffer(data, dtype="<f8")
-                a[: len(got)] = got
-            arrays[(lv, g)] = a.reshape(per, w)
-        rec = np.frombuffer(raw, dtype=self.raw_dtype) if raw else None
-        out: dict[str, object] = {}
-        for size, cov in plan.covers.items():  # type: ignore[attr-defined]
-            acc = np.zeros(w)
+    def _selection(self, plan: object) -> tuple[list[tuple[int, int]], list[int], list[np.ndarray]]:
+        """The groups a plan reads, each one's length in bytes, and per window the rows of
+        the tiles it sums in the groups' tiles laid end to end; cached per tile alignment
+        (it changes once a minute)."""
+        covers = plan.covers  # type: ignore[attr-defined]
+        key = tuple((size, c.aligned) for size, c in covers.items())
+        got = self._cache.get(key)
+        if got is not None:
+            return got
+        start: dict[tuple[int, int], int] = {}
+        row = 0
+        for cov in covers.values():
             for lv, lo, hi in cov.runs():
                 per = W.GROUP[lv] // W.LEVELS[lv]
                 for g in range(lo // per, hi // per + 1):
-                    first = g * per
-                    acc += arrays[(lv, g)][max(lo, first) - first: min(hi, first + per - 1) - first + 1].sum(axis=0)
-            if rec is not None:
-                ts = rec["ts"]
+                    if (lv, g) not in start:
+                        start[(lv, g)] = row
+                        row += per
+        rows = []
+        for cov in covers.values():
+            idx: list[int] = []
+            for lv, lo, hi in cov.runs():
+                per = W.GROUP[lv] // W.LEVELS[lv]
+                idx += [start[(lv, t // per)] + t % per for t in range(lo, hi + 1)]
+            rows.append(np.asarray(idx, dtype="int64"))
+        sizes = [W.GROUP[lv] // W.LEVELS[lv] * self.width * 8 for lv, _ in start]
+        if len(self._cache) > 64:
+            self._cache.clear()
+        got = self._cache[key] = (list(start), sizes, rows)
+        return got
+
+    def fold(self, plan: object, packed: Sequence[bytes | None], raw: bytes) -> dict[str, object]:
+        """Feature values of one entity from its packed group strings (in the order of
+        ``groups(plan)``, None when absent) and its raw edge records (concatenated)."""
+        _, sizes, rows = self._selection(plan)
+        tiles = np.frombuffer(b"".join([(d or b"").ljust(n, b"\0") for d, n in zip(packed, sizes)]),
+                              dtype="<f8").reshape(-1, self.width)
+        rec = np.frombuffer(raw, dtype=self.raw_dtype) if raw else None
+        ts = rec["ts"] if rec is not None else None
+        values = {c: rec[f"c{j}"] for c, j in self._columns.items()} if rec is not None else {}
+        out: dict[str, object] = {}
+        for (size, cov), idx in zip(plan.covers.items(), rows):  # type: ignore[attr-defined]
+            acc = tiles[idx].sum(axis=0) if len(idx) else np.zeros(self.width)
+            if ts is not None:
                 a, b = cov.aligned
-                keep = (ts >= cov.start) & (ts < cov.end) & ~((ts >= a) & (ts < b))
+                keep = (ts >= cov.start) & (ts < cov.end)
+                if a < b:
+                    keep &= (ts < a) | (ts >= b)
                 for name, p in self._stat_pos.items():
                     column, kind = name.rsplit(".", 1)
-                    v = rec[f"c{self._columns[column]}"][keep]
+                    v = values[column][keep]
                     v = v[~np.isnan(v)]
                     acc[p] += len(v) if kind == "n" else (v.sum() if kind == "s" else (v * v).sum())
             for agg in plan.aggregations:  # type: ignore[attr-defined]

@@ -669,13 +669,21 @@ return 1
         except redis.ConnectionError as e:
             raise TransientError(f"online store {self.url}: {e}; retry when Redis is reachable") from e
         n = len(groups)
-        by_entity = {e: pk.fold(plan, groups, got[:n], b"".join(x for x in got[n:] if x)) for e, got in zip(uniq, res)}
-        return pa.table({a.name: pa.array([by_entity[e][a.name] for e in ents]).cast(a.output_dtype().arrow, safe=False)
+        by_entity = {e: pk.fold(plan, got[:n], b"".join([x for x in got[n:] if x])) for e, got in zip(uniq, res)}
+        return pa.table({a.name: _column([by_entity[e][a.name] for e in ents], a.output_dtype().arrow)
                          for a in plan.aggregations})
 
     def delete_aggregates(self, view_name: str) -> None:
         """Drop a view's aggregation state (before a rebuild)."""
         self._unlink_prefix(self._agg_prefix(view_name))
+
+
+def _column(values: list[Any], dtype: pa.DataType) -> pa.Array:
+    """Python values as an Arrow array of ``dtype`` (a cast only where they do not fit it)."""
+    try:
+        return pa.array(values, dtype)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array(values).cast(dtype, safe=False)
 
 
 def _redis_fixer(dtype: Any) -> Callable[[Any], Any] | None:
