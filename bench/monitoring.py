@@ -307,7 +307,7 @@ def bench_skew(repo: Path, requests: int) -> None:
     with FeatureStore(repo) as store:
         root = served_dir(store.config)
         shutil.rmtree(root, ignore_errors=True)
-        logger = ServedLog(root, 1.0, compact_files=0)
+        logger = ServedLog(root, 1.0, compact_bytes=0)
         store.get_online_features(features=FEATURES, entity_rows=[{"user_id": 1, "merchant_id": 1}])
         store.__dict__["_online_reader"].served_log = logger
         rng = random.Random(7)
