@@ -213,7 +213,10 @@ class ServedLog:
     def _register(self, plan: Any, response: Any, request: dict[str, list[Any]] | None) -> int:
         """Once per feature list: its Parquet schema, numbered (plans of one shape share a number)."""
         refs = output_refs(plan)
-        names = list(response.to_dict())
+        try:  # the columns in the order log() takes them
+            names = [*response._keys, *response._values]
+        except AttributeError:
+            names = list(response.to_dict())
         fields = [pa.field(REQUEST_TIME, TS)] + [pa.field(n, plan.arrow_types.get(n, pa.null())) for n in names]
         meta = {"quiver.refs": json.dumps(refs), "quiver.join_keys": json.dumps(list(plan.join_keys))}
         if request is not None:
