@@ -8,13 +8,16 @@
   exact percentiles and the histogram on them: two scans);
 * serving p50/p99 (one user + one merchant, the 8 features, SQLite online
   store) with the served-vector log off, at sample rates 0.1 and 1.0 (its
-  defaults otherwise), and a do-nothing logger as the control of the
-  comparison's own noise, over HTTP (``quiver serve``'s app on uvicorn, wrk
-  with one connection, random keys) and in process (``get_online_features`` in
-  a loop). Every run is a fresh process with only the setting changed; the
-  settings are interleaved, ``--rounds`` rounds in alternating order, and each
-  setting's median p99 over the rounds is reported with its spread (min-max)
-  and the CPU time per request (the server's, or the loop's, writer thread
+  defaults otherwise), at rate 1.0 compacting in a child process every MiB
+  (the worst case of that child competing for the cores), and with a
+  do-nothing logger as the control of the comparison's own noise; over HTTP
+  (``quiver serve``'s app on uvicorn, wrk with one connection, random keys)
+  and in process (``get_online_features`` in a loop). Every run is a fresh
+  process with only the setting changed; the settings are interleaved,
+  ``--rounds`` rounds in alternating order, and each setting's median p99
+  over the rounds is reported with its spread (min-max), its change against
+  the log off (also paired by round), and the CPU time per request (the
+  server's with its reaped children, or the loop's; the writer thread
   included), which a busy machine disturbs far less than latency;
 * the skew check over ``--skew-requests`` logged requests (compacting the
   spool files, then one ``get_historical_features`` call).
@@ -102,7 +105,9 @@ def bench_profiles(store: Any, hi: Any) -> None:
         print(f"  reference profile of {name} (30 days, 2 scans, 99 exact percentiles): {t:.3f}s")
 
 
-SETTINGS = ("off", "control", "0.1", "1.0")  # "control": a logger that does nothing; a number: the sample rate
+# "control": a logger that does nothing; a number: the sample rate; "1.0c": rate 1.0 compacting in a
+# child process every 1 MiB of spool (the worst case of the child competing for the cores; default 64 MiB)
+SETTINGS = ("off", "control", "0.1", "1.0", "1.0c")
 MERCHANTS = 5000
 
 
@@ -133,8 +138,9 @@ def open_store(repo: Path, setting: str) -> Any:
     from quiver.store import FeatureStore
 
     config = load_config(repo)
-    rate = setting not in ("off", "control")
-    monitoring = {**config.monitoring, "served_log": {"sample_rate": float(setting) if rate else 0.0}}
+    rate = float(setting.rstrip("c")) if setting not in ("off", "control") else 0.0
+    log = {"sample_rate": rate, **({"compact_bytes": 1 << 20} if setting.endswith("c") else {})}
+    monitoring = {**config.monitoring, "served_log": log}
     store = FeatureStore(repo, config=dataclasses.replace(config, monitoring=monitoring))
     store.get_online_features(features=FEATURES, entity_rows=[{"user_id": 1, "merchant_id": 1}])
     if setting == "control":
@@ -265,7 +271,8 @@ def compare(kind: str, settings: list[str], rounds: int, run: Any) -> None:
     base = statistics.median(x["p99"] for x in first)
     for s, rs in results.items():
         p50s, p99s, cpus = ([x[k] for x in rs] for k in ("p50", "p99", "cpu_us"))
-        label = {"off": "served log off", "control": "control: a logger doing nothing"}.get(s, f"log at rate {s}")
+        label = {"off": "served log off", "control": "control: a logger doing nothing"}.get(
+            s, f"log at rate {s[:-1]}, compact per MiB" if s.endswith("c") else f"log at rate {s}")
         p99 = statistics.median(p99s)
         paired = statistics.median(x["p99"] / y["p99"] - 1 for x, y in zip(rs, first, strict=True))
         print(f"  {label:32s} p50 {statistics.median(p50s):7.1f}us  p99 {p99:7.1f}us [{min(p99s):.0f}-{max(p99s):.0f}]"
