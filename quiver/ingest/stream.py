@@ -180,7 +180,9 @@ def _parse_fast(messages: Sequence[Any], source: Source, views: Sequence[Feature
 
     import pyarrow.json as pj
 
-    values = [m.value for m in messages]
+    values = getattr(messages, "values", None)  # a Batch has them as a column
+    if values is None:
+        values = [m.value for m in messages]
     if any(v is None for v in values):
         return None
     buf = b"\n".join(values)
@@ -269,14 +271,16 @@ def write_event_files(root: Path, source: Source, table: pa.Table, name: str) ->
     any day, that an interrupted earlier attempt at the same batch left."""
     base = root / "events" / source.name
     ts = source.timestamp_field
-    days = pc.strftime(table[ts], format="%Y-%m-%d") if table.num_rows else pa.array([], pa.string())
-    wanted = set(pc.unique(days).to_pylist()) if table.num_rows else set()
+    day_no = pc.cast(pc.cast(table[ts], TIMESTAMP), pa.int64()).to_numpy() // 86_400_000_000 if table.num_rows \
+        else np.empty(0, "int64")
+    numbers = np.unique(day_no).tolist()
+    wanted = {datetime.fromtimestamp(d * 86_400, UTC).strftime("%Y-%m-%d"): d for d in numbers}
     if base.is_dir():
         for stale in base.glob(f"date=*/{name}.parquet"):
             if stale.parent.name.removeprefix("date=") not in wanted:
                 stale.unlink(missing_ok=True)
     for day in sorted(wanted):
-        part = table.filter(pc.equal(days, day))
+        part = table.filter(pa.array(day_no == wanted[day])) if len(numbers) > 1 else table
         d = base / f"date={day}"
         d.mkdir(parents=True, exist_ok=True)
         tmp = d / f".{name}.{uuid.uuid4().hex}.tmp"
@@ -557,19 +561,25 @@ class StreamWorker:
     def _step(self, src: KafkaSource, views: list[FeatureView], ing: EventIngestor, stream: Any) -> int:
         """One batch. Its online write is left in flight while the next batch is read and
         parsed; Kafka offsets and latencies are recorded once the state is durable."""
-        msgs = stream.poll(self.batch_size, self.poll_timeout)
-        if not msgs:
+        msgs = stream.poll(self.batch_size, self.poll_timeout)  # a Batch: the messages as columns
+        if not len(msgs):
             self._settle()
             return 0
         held = {int(k.split("/")[-1]): v for k, v in self.online.read_offsets(f"{src.topic}/").items()} \
             if ing.stats.batches == 0 else ing.stats.positions
-        msgs = [m for m in msgs if m.offset >= held.get(m.partition, 0)]  # already in the state
-        if not msgs:
-            return 0
+        in_batch = np.unique(msgs.partitions).tolist()
+        floor = np.zeros(len(msgs), dtype="int64")
+        for p in in_batch:
+            if held.get(p, 0):
+                floor[msgs.partitions == p] = held[p]
+        if (msgs.offsets < floor).any():  # already in the state
+            msgs = msgs.take(np.flatnonzero(msgs.offsets >= floor))
+            if not len(msgs):
+                return 0
         table, dead, good = parse_messages(msgs, src, views)
-        all_parts = np.fromiter((m.partition for m in msgs), "int64", len(msgs))
-        all_offs = np.fromiter((m.offset for m in msgs), "int64", len(msgs))
-        parts = all_parts[np.asarray(good, dtype="int64")] if len(good) != len(msgs) else all_parts
+        all_parts, all_offs = msgs.partitions, msgs.offsets
+        good_idx = np.asarray(good, dtype="int64")
+        parts = all_parts[good_idx] if len(good) != len(msgs) else all_parts
         first: dict[int, int] = {}
         nxt: dict[int, int] = {}
         for p in np.unique(all_parts).tolist():
@@ -582,7 +592,7 @@ class StreamWorker:
         self._settle()
         pending = ing.ingest(table, {f"{src.topic}/{p}": o for p, o in nxt.items()}, to="online", wait=False)
         ing.stats.positions.update(nxt)
-        created = np.asarray([msgs[i].timestamp_ms or 0 for i in good], dtype="float64")
+        created = (msgs.timestamps_ms[good_idx] if len(good) != len(msgs) else msgs.timestamps_ms).astype("float64")
         self._inflight = (pending, src, ing, stream, nxt, created)
         ing.stats.dead_letters += len(dead)
         if dead:

@@ -12,8 +12,10 @@ The driver is imported here only (``pip install 'quiver-fs[kafka]'``).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any, NamedTuple
+
+import numpy as np
 
 from quiver.errors import TransientError
 
@@ -22,15 +24,44 @@ try:
 except ImportError as e:  # pragma: no cover - reported by plugins.load with the extra to install
     raise ImportError("confluent_kafka", name="confluent_kafka") from e
 
-__all__ = ["KafkaStream", "Message"]
+__all__ = ["Batch", "KafkaStream", "Message"]
 
 
-class Message(NamedTuple):  # a tuple: thousands are made per batch
+class Message(NamedTuple):
     topic: str
     partition: int
     offset: int
     value: bytes | None
     timestamp_ms: int | None  # the broker's create time, for event-to-online latency
+
+
+class Batch:
+    """The messages of one poll as columns (no object per message on the hot path);
+    iterating or indexing it gives ``Message``s for the careful per-message parser."""
+
+    __slots__ = ("offsets", "partitions", "timestamps_ms", "topic", "values")
+
+    def __init__(self, topic: str, values: list[bytes | None], partitions: np.ndarray, offsets: np.ndarray,
+                 timestamps_ms: np.ndarray) -> None:
+        self.topic = topic
+        self.values = values
+        self.partitions = partitions
+        self.offsets = offsets
+        self.timestamps_ms = timestamps_ms  # 0 where the broker gave none
+
+    def __len__(self) -> int:
+        return len(self.values)
+
+    def __getitem__(self, i: int) -> Message:
+        ts = int(self.timestamps_ms[i])
+        return Message(self.topic, int(self.partitions[i]), int(self.offsets[i]), self.values[i], ts or None)
+
+    def __iter__(self) -> Iterator[Message]:
+        return (self[i] for i in range(len(self.values)))
+
+    def take(self, index: np.ndarray) -> Batch:
+        return Batch(self.topic, [self.values[i] for i in index.tolist()], self.partitions[index],
+                     self.offsets[index], self.timestamps_ms[index])
 
 
 class KafkaStream:
@@ -82,32 +113,34 @@ class KafkaStream:
         self.assigned -= {p.partition for p in partitions}
         consumer.unassign()
 
-    def poll(self, max_messages: int, timeout: float) -> list[Message]:
+    def poll(self, max_messages: int, timeout: float) -> Batch:
         """Up to ``max_messages`` messages; partition ends are noted in ``at_eof``."""
         try:
             raw = self._consumer.consume(num_messages=max_messages, timeout=timeout)
         except ck.KafkaException as e:
             raise TransientError(f"Kafka {self.bootstrap_servers}: {e}") from e
-        out = []
-        topic = self.topic
-        eof = self.at_eof
-        for m in raw:
-            err = m.error()
-            if err is None:
-                ts_type, ts = m.timestamp()
-                part: int = m.partition()  # type: ignore[assignment]
-                eof.discard(part)  # in order: a partition's end counts only after its last message
-                out.append(Message(topic, part, m.offset(), m.value(), ts if ts_type else None))  # type: ignore[arg-type]
-                continue
-            if err is not None:
+        errors = [m for m in raw if m.error() is not None]
+        if errors:
+            for m in errors:
+                err = m.error()
                 if err.code() == ck.KafkaError._PARTITION_EOF:
-                    self.at_eof.add(m.partition())  # type: ignore[arg-type]
-                    self.high[m.partition()] = m.offset()  # type: ignore[index,assignment]
                     continue
-                if err.retriable() or err.code() in (ck.KafkaError._TRANSPORT, ck.KafkaError._ALL_BROKERS_DOWN):
-                    continue
-                raise TransientError(f"Kafka topic {self.topic!r}: {err.str()}")
-        return out
+                if not (err.retriable() or err.code() in (ck.KafkaError._TRANSPORT, ck.KafkaError._ALL_BROKERS_DOWN)):
+                    raise TransientError(f"Kafka topic {self.topic!r}: {err.str()}")
+            ordered, raw = raw, [m for m in raw if m.error() is None]
+        n = len(raw)
+        parts = np.fromiter((m.partition() for m in raw), "int64", n)
+        batch = Batch(self.topic, [m.value() for m in raw], parts, np.fromiter((m.offset() for m in raw), "int64", n),
+                      np.fromiter((m.timestamp()[1] for m in raw), "int64", n))
+        if n and self.at_eof:
+            self.at_eof -= set(np.unique(parts).tolist())
+        for m in ordered if errors else ():  # in order: a partition's end counts only after its last message
+            if m.error() is None:
+                self.at_eof.discard(m.partition())  # type: ignore[arg-type]
+            elif m.error().code() == ck.KafkaError._PARTITION_EOF:
+                self.at_eof.add(m.partition())  # type: ignore[arg-type]
+                self.high[m.partition()] = m.offset()  # type: ignore[index,assignment]
+        return batch
 
     def commit(self, offsets: dict[int, int]) -> None:
         """Commit the next offsets to read (only once the state covering them is durable)."""
