@@ -184,10 +184,20 @@ def main() -> None:
             return got
 
         worker._step = timed  # type: ignore[method-assign]
+        import redis as redis_py
+
+        def redis_cpu() -> float:
+            info = redis_py.Redis.from_url(redis_url).info("cpu")
+            return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
+
+        cpu0, rcpu0 = time.process_time(), redis_cpu()
         worker.run(idle_exit=1.0)
+        cpu, rcpu = time.process_time() - cpu0, redis_cpu() - rcpu0
         st = worker.status()["sources"]["transactions"]
         eps = st["events"] / (last[0] - first[0])  # from the first batch to the last (group join excluded)
         print(f"worker: parse + offline + Redis  {eps:>10,.0f} events/s ({st['events']:,} events, 1 worker)")
+        print(f"  CPU per event: worker process {cpu / st['events'] * 1e6:.2f} us (all its threads), "
+              f"redis-server {rcpu / st['events'] * 1e6:.2f} us")
 
         # -- freshness at a steady rate --------------------------------------------------
         topic2 = broker.create_topic("tx-steady", args.partitions)
@@ -230,7 +240,6 @@ def main() -> None:
 
         # -- reads -------------------------------------------------------------------------
         import pyarrow as pa
-        import redis as redis_py
 
         view = store.get_feature_view("user_tx")
         keys_t = pa.table({"user_id": [heavy]})
@@ -238,10 +247,12 @@ def main() -> None:
         for _ in range(50):
             store.online.read_aggregates(view, keys_t, feats, datetime.now(UTC))
         lat_r = []
+        cpu0 = time.process_time()
         for _ in range(args.reads):
             t = time.perf_counter()
             store.online.read_aggregates(view, keys_t, feats, datetime.now(UTC))
             lat_r.append((time.perf_counter() - t) * 1e3)
+        read_cpu = (time.process_time() - cpu0) / args.reads * 1e3
         refs = [f"user_tx:{f}" for f in feats]
         lat_f = []
         for _ in range(args.reads):
@@ -259,6 +270,7 @@ def main() -> None:
         print(f"reads, heavy user {heavy} ({row['amount_count_1d']:,} events in 1d), 6 features:")
         for name, xs in (("read_aggregates", lat_r), ("get_online_features", lat_f), ("floor: raw Redis GET", lat_g)):
             print(f"  {name:<22} p50 {statistics.median(xs):.3f} ms  p99 {pct(xs, 99):.3f} ms")
+        print(f"  client CPU per read_aggregates: {read_cpu:.3f} ms")
         store.close()
     finally:
         broker.stop()

@@ -157,6 +157,7 @@ class StateLayout:
         self.stat_index = {st.name: i for i, st in enumerate(self.stats)}
         self.columns = list(dict.fromkeys(st.column for st in self.stats))
         self.max_window_us = int(max(a.window for a in view.aggregations).total_seconds() * 1_000_000)
+        self.levels = W.levels_for(self.max_window_us)  # tile levels kept: LEVELS[:levels]
         self.value_types: dict[str, pa.DataType] = {c: self._value_type(c) for c in self.columns}
         self.numeric = all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in self.value_types.values())
         self._tile_cache: dict[tuple[tuple[int, int], ...], tuple[dict[int, list[int]], list[int]]] = {}
@@ -204,7 +205,7 @@ class StateLayout:
         names = codes.dictionary.to_pylist()
         names_arr = codes.dictionary
         parts: list[pa.Table] = []
-        for level, size in enumerate(W.LEVELS):
+        for level, size in enumerate(W.LEVELS[: self.levels]):
             if level < W.FIRST_STORED_LEVEL:
                 continue  # minute tiles are read from the raw minute buckets themselves
             tile = t_us // size
@@ -300,7 +301,7 @@ class StateLayout:
         for a in aggs:
             w = int(a.window.total_seconds() * 1_000_000)
             if w not in covers:
-                covers[w] = W.cover(t - w, t)
+                covers[w] = W.cover(t - w, t, self.levels)
         key = tuple(c.aligned for c in covers.values())
         cached = self._tile_cache.get(key)
         if cached is None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from datetime import datetime, timedelta
 
-__all__ = ["LEVELS", "RAW_BUCKET", "GROUP", "Cover", "cover", "to_us", "window_bounds"]
+__all__ = ["LEVELS", "RAW_BUCKET", "GROUP", "Cover", "cover", "levels_for", "to_us", "window_bounds"]
 
 MINUTE = 60_000_000
 HOUR = 60 * MINUTE
@@ -56,23 +56,32 @@ class Cover:
     tiles: Sequence[tuple[int, int]] = ()  # (level index, tile index)
     raw: list[tuple[int, int, int]] = field(default_factory=list)  # (bucket index, lo, hi)
     aligned: tuple[int, int] = (0, 0)  # the raw-bucket-aligned part [a, b) that the tiles cover
+    top: int = len(LEVELS)  # the tile levels used: LEVELS[:top]
 
     def runs(self) -> tuple[tuple[int, int, int], ...]:
         """The tiles as (level, first, last) runs of consecutive indices."""
-        return runs_between(*self.aligned)
+        return runs_between(*self.aligned, self.top)
 
 
 def _ceil(x: int, s: int) -> int:
     return -((-x) // s) * s
 
 
-def cover(start: int, end: int) -> Cover:
-    """Decompose ``[start, end)`` into raw edge buckets and the largest whole tiles."""
-    out = Cover(start, end)
+def levels_for(longest_window_us: int) -> int:
+    """How many tile levels a state whose longest window is this long keeps: those
+    smaller than the window (a tile as long as the window would fit it only when
+    the window is aligned to it, so it would cost a write per event for nearly nothing)."""
+    return sum(1 for size in LEVELS if size < longest_window_us)
+
+
+def cover(start: int, end: int, top: int = len(LEVELS)) -> Cover:
+    """Decompose ``[start, end)`` into raw edge buckets and the largest whole tiles
+    of the levels ``LEVELS[:top]`` (none: raw events only)."""
+    out = Cover(start, end, top=top)
     if end <= start:
         return out
     a, b = _ceil(start, RAW_BUCKET), (end // RAW_BUCKET) * RAW_BUCKET
-    if a >= b:  # within one or two raw buckets
+    if a >= b or top == 0:  # within one or two raw buckets, or no tiles kept
         for bucket in range(start // RAW_BUCKET, (end - 1) // RAW_BUCKET + 1):
             lo, hi = max(start, bucket * RAW_BUCKET), min(end, (bucket + 1) * RAW_BUCKET)
             out.raw.append((bucket, lo, hi))
@@ -81,24 +90,24 @@ def cover(start: int, end: int) -> Cover:
         out.raw.append((start // RAW_BUCKET, start, a))
     if b < end:
         out.raw.append((end // RAW_BUCKET, b, end))
-    out.tiles = tiles_between(a, b)
+    out.tiles = tiles_between(a, b, top)
     out.aligned = (a, b)
     return out
 
 
 @lru_cache(maxsize=4096)
-def tiles_between(a: int, b: int) -> tuple[tuple[int, int], ...]:
+def tiles_between(a: int, b: int, top: int = len(LEVELS)) -> tuple[tuple[int, int], ...]:
     """The tiles covering aligned ``[a, b)`` (cached: reads at nearby times share them)."""
     acc: list[tuple[int, int]] = []
     if a < b:
-        _tiles(a, b, 0, acc)
+        _tiles(a, b, 0, top, acc)
     return tuple(acc)
 
 
 @lru_cache(maxsize=4096)
-def runs_between(a: int, b: int) -> tuple[tuple[int, int, int], ...]:
+def runs_between(a: int, b: int, top: int = len(LEVELS)) -> tuple[tuple[int, int, int], ...]:
     out: list[tuple[int, int, int]] = []
-    for lv, t in sorted(tiles_between(a, b)):
+    for lv, t in sorted(tiles_between(a, b, top)):
         if out and out[-1][0] == lv and out[-1][2] == t - 1:
             out[-1] = (lv, out[-1][1], t)
         else:
@@ -106,15 +115,15 @@ def runs_between(a: int, b: int) -> tuple[tuple[int, int, int], ...]:
     return tuple(out)
 
 
-def _tiles(a: int, b: int, level: int, acc: list[tuple[int, int]]) -> None:
-    """Cover aligned ``[a, b)`` with tiles of ``level`` and above."""
+def _tiles(a: int, b: int, level: int, top: int, acc: list[tuple[int, int]]) -> None:
+    """Cover aligned ``[a, b)`` with tiles of ``level`` and above (below ``top``)."""
     size = LEVELS[level]
-    if level + 1 < len(LEVELS):
+    if level + 1 < top:
         nxt = LEVELS[level + 1]
         a2, b2 = _ceil(a, nxt), (b // nxt) * nxt
         if a2 < b2:
             acc.extend((level, i) for i in range(a // size, a2 // size))
-            _tiles(a2, b2, level + 1, acc)
+            _tiles(a2, b2, level + 1, top, acc)
             acc.extend((level, i) for i in range(b2 // size, b // size))
             return
     acc.extend((level, i) for i in range(a // size, b // size))
