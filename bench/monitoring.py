@@ -260,11 +260,12 @@ def run_http(repo: Path, setting: str, seconds: float, folder: Path, seed: int) 
             proc.wait()
 
 
-def compare(kind: str, settings: list[str], rounds: int, run: Any) -> None:
+def compare(kind: str, settings: list[str], rounds: int, served: Path, run: Any) -> None:
     """``rounds`` rounds of one run per setting, the order reversed every other round."""
     results: dict[str, list[dict[str, Any]]] = {s: [] for s in settings}
     for r in range(rounds):
         for s in (settings if r % 2 == 0 else settings[::-1]):
+            shutil.rmtree(served, ignore_errors=True)  # each run starts with an empty log
             results[s].append(run(s, r))
     print(f"{kind}: {rounds} rounds, one fresh process per run; medians over rounds [min-max]")
     first = results[settings[0]]
@@ -356,6 +357,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         repo = args.repo.resolve() if args.repo else Path(tmp) / "repo"
         lo, hi = prepare(repo, data)
+        served = repo / "offline" / "served"
         print(f"load average before: {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
         if "profiles" in parts:
             from quiver.store import FeatureStore
@@ -363,7 +365,7 @@ def main() -> None:
             with FeatureStore(repo) as store:
                 bench_profiles(store, hi)
         if "http" in parts:
-            compare("serving over HTTP, 1 entity x 8 features, uvicorn, wrk -c1", settings, args.rounds,
+            compare("serving over HTTP, 1 entity x 8 features, uvicorn, wrk -c1", settings, args.rounds, served,
                     lambda s, r: run_http(repo, s, args.seconds, Path(tmp), r))
         if "inproc" in parts:
             def inproc(s: str, r: int) -> dict[str, Any]:
@@ -371,7 +373,7 @@ def main() -> None:
                 out = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, check=True).stdout
                 return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
-            compare(f"serving in process, get_online_features x {args.calls}", settings, args.rounds, inproc)
+            compare(f"serving in process, get_online_features x {args.calls}", settings, args.rounds, served, inproc)
         if "skew" in parts:
             bench_skew(repo, args.skew_requests)
 
