@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import hashlib
 import operator
+import os
 import threading
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -158,6 +159,7 @@ class RedisOnlineStore:
         self._known_layouts: set[str] = set()
         self._plans: dict[tuple[str, tuple[str, ...]], _ReadPlan] = {}
         self._lock = threading.Lock()
+        self._reader = threading.local()  # per thread: (pid, a connection checked out of the pool for reads)
 
     def close(self) -> None:
         self._client.close()
@@ -270,10 +272,7 @@ class RedisOnlineStore:
                 redis_keys += [f"{p}{_key_text(k)}}}" for k in keys]
         if not redis_keys:
             return [[] for _ in plans]
-        try:
-            raw = self._client.execute_command("MGET", *redis_keys)
-        except redis.ConnectionError as e:
-            raise TransientError(f"online store {self.url}: {e}; retry when Redis is reachable") from e
+        raw = self._mget(redis_keys)
         try:  # every value of the call in one parse
             doc = orjson.loads(b"[" + b",".join([v or b"null" for v in raw]) + b"]")
         except orjson.JSONDecodeError:
@@ -295,6 +294,33 @@ class RedisOnlineStore:
             pos += n
             out.append(rows)
         return out
+
+    def _mget(self, keys: list[str]) -> list[bytes | None]:
+        """One MGET on this thread's read connection.
+
+        The connection is redis-py's (its RESP parser, auth, database selection),
+        checked out of the pool once per thread and process and kept: a call skips
+        ``Redis.execute_command``'s per-call pool checkout, retry closure and
+        observability hooks, about 50 µs of the ~80 µs a one-entity call cost.
+        A broken connection is reconnected and the (idempotent) read sent once more.
+        """
+        local = self._reader
+        conn = getattr(local, "conn", None)
+        if conn is None or local.pid != os.getpid():
+            conn = local.conn = self._client.connection_pool.get_connection()
+            local.pid = os.getpid()
+        for attempt in (0, 1):
+            try:
+                conn.send_packed_command(conn.pack_command("MGET", *keys), check_health=False)
+                return conn.read_response()  # type: ignore[no-any-return]
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+                conn.disconnect()  # the next attempt (or call) connects again
+                if attempt:
+                    raise TransientError(f"online store {self.url}: {e}; retry when Redis is reachable") from e
+            except BaseException:
+                conn.disconnect()  # interrupted between send and reply: never read a stale reply later
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _relayout(self, row: list[Any], features: Sequence[str]) -> tuple[Any, ...]:
         """A value written under another feature list, picked by name."""

@@ -6,22 +6,34 @@ Arrow/pandas forms are computed only when asked for.
 
 from __future__ import annotations
 
+import functools
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pyarrow as pa
 
 
-__all__ = ["NOT_FOUND", "OUTSIDE_TTL", "PRESENT", "OnlineResponse"]
+__all__ = ["NOT_FOUND", "OUTSIDE_TTL", "PRESENT", "OnlineResponse", "iso_z"]
 
 PRESENT = "present"
 NOT_FOUND = "not_found"
 OUTSIDE_TTL = "outside_ttl"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_NAIVE_EPOCH = datetime(1970, 1, 1)
 
 
 def _dt(us: int | None) -> datetime | None:
     return None if us is None else _EPOCH + timedelta(microseconds=us)
+
+
+def iso_z(us: int) -> str:
+    """Epoch microseconds -> ISO-8601 UTC text ending in ``Z`` (``2026-01-02T03:04:05.000006Z``;
+    no fraction when it is zero), without building an aware datetime."""
+    return (_NAIVE_EPOCH + timedelta(microseconds=us)).isoformat() + "Z"
+
+
+# the event times of rows served repeat from request to request: format each once
+_iso_z_cached = functools.lru_cache(maxsize=16_384)(iso_z)
 
 
 class OnlineResponse:
@@ -71,6 +83,16 @@ class OnlineResponse:
     def join_keys(self) -> list[str]:
         return list(self._keys)
 
+    @property
+    def evaluated_at(self) -> datetime:
+        """The read time: TTLs and windows were evaluated at this instant."""
+        return _EPOCH + timedelta(microseconds=self._now)
+
+    @property
+    def evaluated_us(self) -> int:
+        """``evaluated_at`` in epoch microseconds."""
+        return self._now
+
     def to_dict(self) -> dict[str, list[Any]]:
         """Join keys, then features (full names ``view__feature`` when asked for)."""
         return {**self._keys, **self._values}
@@ -105,6 +127,10 @@ class OnlineResponse:
     @property
     def event_timestamps(self) -> dict[str, list[datetime | None]]:
         return {v: [_dt(us) for us in col] for v, col in self._view_events().items()}
+
+    def event_timestamps_iso(self) -> dict[str, list[str | None]]:
+        """``event_timestamps`` as ISO-8601 UTC text ending in ``Z`` (what the server sends)."""
+        return {v: [None if us is None else _iso_z_cached(us) for us in col] for v, col in self._view_events().items()}
 
     def to_arrow(self) -> pa.Table:
         cols: dict[str, pa.Array] = {}

@@ -1,11 +1,12 @@
 """The feature server: an ASGI app whose every route is one FeatureStore call.
 
-``create_app(store)`` returns a Starlette app. The routes parse the body
+``create_app(store)`` returns the app. The routes parse the body
 (``models``), call the facade (``get_online_features``, ``push``,
 ``catalog``), and render; no feature logic lives here, so a request over HTTP
-and a call in process take the same code path. ``QuiverError`` classes map to
-HTTP statuses in one table below, and every error body is
-``{"error": class, "message": text}``.
+and a call in process take the same code path. ``POST /v1/features``, the hot
+route, is a plain ASGI callable (``vectors``) in front of a Starlette app that
+holds the others. ``QuiverError`` classes map to HTTP statuses in one table
+below, and every error body is ``{"error": class, "message": text}``.
 
 Handlers call the store on the event loop thread: reads are sub-millisecond
 key lookups, a worker is bound by its one core anyway, and the backends need
@@ -19,8 +20,7 @@ import hmac
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,12 +40,13 @@ from quiver.errors import (
     closest,
 )
 from quiver.serving.metrics import CONTENT_TYPE_LATEST, ServerMetrics
-from quiver.serving.models import TooManyEntities, dumps, openapi, parse_features, parse_push
+from quiver.serving.models import TooManyEntities, dumps, openapi, parse_push
+from quiver.serving.vectors import PATH, FeaturesRoute
 
 if TYPE_CHECKING:
     from quiver.store import FeatureStore
 
-__all__ = ["ServingSettings", "create_app"]
+__all__ = ["ServingSettings", "create_app", "warm_up"]
 
 log = logging.getLogger("quiver.serving")
 
@@ -98,13 +99,13 @@ class ServingSettings:
     def secured(self) -> bool:
         return bool(self.read_key or self.write_key)
 
-    def check(self, request: Request, write: bool) -> None:
+    def check(self, authorization: str, write: bool) -> None:
+        """Raise ``AuthError`` unless the value of the ``Authorization`` header opens the route."""
         allowed = [self.write_key] if write else [self.read_key, self.write_key]
         allowed = [k for k in allowed if k] or ([self.read_key] if write and self.read_key else [])
         if not allowed:
             return
-        header = request.headers.get("authorization", "")
-        scheme, _, given = header.partition(" ")
+        scheme, _, given = authorization.partition(" ")
         if scheme.lower() != "bearer" or not given:
             raise AuthError(f"this server needs an API key: send 'Authorization: Bearer <{'write' if write else 'read'} key>'")
         if not any(hmac.compare_digest(given.encode(), k.encode()) for k in allowed):
@@ -128,49 +129,29 @@ def status_of(e: BaseException) -> int:
     return 500
 
 
-def _error(e: BaseException, status: int | None = None) -> Response:
-    body = {"error": type(e).__name__, "message": str(e)}
-    return Response(dumps(body), status or status_of(e), media_type=JSON)
+def error_body(e: BaseException) -> bytes:
+    return dumps({"error": type(e).__name__, "message": str(e)})
 
 
-def _iso(v: Any) -> Any:
-    if isinstance(v, datetime):
-        return v.astimezone(UTC).isoformat().replace("+00:00", "Z")
-    return v
-
-
-def render_features(resp: Any, keys: list[str], evaluated_at: datetime) -> dict[str, Any]:
-    """An online response -> ``{feature_names, entities, results, evaluated_at}``: one
-    result per entity, in request order, with values and statuses per feature and the
-    event time of the row served per view."""
-    data = resp.to_dict()
-    names = [n for n in data if n not in keys]
-    columns = [data[c] for c in names]
-    statuses = resp.statuses
-    status_cols = [statuses.get(c) for c in names]
-    times = resp.event_timestamps
-    results = []
-    for i in range(len(resp)):
-        results.append({
-            "values": [col[i] for col in columns],
-            "statuses": [s[i] if s is not None else "present" for s in status_cols],
-            "event_timestamps": {v: _iso(t[i]) for v, t in times.items()},
-        })
-    evaluated = getattr(resp, "evaluated_at", None) or evaluated_at
-    return {
-        "feature_names": names,
-        "entities": {k: data[k] for k in keys if k in data},
-        "results": results,
-        "evaluated_at": _iso(evaluated),
-    }
+def failure(route: str, e: Exception, metrics: ServerMetrics) -> tuple[int, bytes]:
+    """The status and JSON body answering a failed request; counts and logs the error."""
+    metrics.error(route, type(e).__name__)
+    if not isinstance(e, QuiverError | NotImplementedError):
+        log.exception("unexpected error on %s", route)
+        return 500, error_body(RuntimeError(f"internal error: {type(e).__name__}: {e}"))
+    status = status_of(e)
+    if status >= 500:
+        log.error("%s on %s: %s", type(e).__name__, route, e)
+    return status, error_body(e)
 
 
 ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 
 def create_app(store: FeatureStore | str | Path = ".", settings: ServingSettings | None = None) -> ASGIApp:
-    """The ASGI app serving ``store`` (a FeatureStore or a repository path), wrapped
-    in its metrics recorder."""
+    """The ASGI app serving ``store`` (a FeatureStore or a repository path): ``POST
+    /v1/features`` on its own lean callable (``vectors``), every other request on a
+    Starlette app wrapped in its metrics recorder."""
     if not hasattr(store, "get_online_features"):
         from quiver.store import FeatureStore
 
@@ -178,41 +159,19 @@ def create_app(store: FeatureStore | str | Path = ".", settings: ServingSettings
     fs: FeatureStore = store  # type: ignore[assignment]
     settings = settings or ServingSettings(fs.config.serving)
     metrics = ServerMetrics(ROUTES)
-    views_cache: dict[Any, tuple[float, list[str]]] = {}
 
-    def views_of(req: Any) -> list[str]:
-        """The views a request reads (for per-view read counts), cached a few seconds."""
-        key = req.feature_service or tuple(req.features or ())
-        hit = views_cache.get(key)
-        now = time.monotonic()
-        if hit is None or now - hit[0] > 5.0:
-            if len(views_cache) > 1024:
-                views_cache.clear()
-            sel = fs.resolve(req.features, req.feature_service)
-            hit = views_cache[key] = (now, [v.name for v in sel.views])
-        return hit[1]
+    def _failed(route: str, e: Exception) -> Response:
+        status, body = failure(route, e, metrics)
+        return Response(body, status, media_type=JSON)
 
-    async def features(request: Request) -> Response:
-        try:
-            settings.check(request, write=False)
-            req = parse_features(await request.body(), settings.max_entities)
-            now = datetime.now(UTC)
-            resp = fs.get_online_features(
-                features=req.features,
-                feature_service=req.feature_service,
-                entity_rows=req.entities,
-                request_context=req.request_context,
-                full_feature_names=req.full_feature_names,
-            )
-            out = render_features(resp, list(req.entities), now)
-            metrics.reads(views_of(req), req.size)
-        except Exception as e:  # noqa: BLE001 - every failure becomes a JSON answer; the server keeps serving
-            return _failed("/v1/features", e)
-        return Response(dumps(out), media_type=JSON)
+    def _auth(request: Request, write: bool) -> None:
+        settings.check(request.headers.get("authorization", ""), write)
+
+    features = FeaturesRoute(fs, settings, metrics, lambda route, e: failure(route, e, metrics))
 
     async def push(request: Request) -> Response:
         try:
-            settings.check(request, write=True)
+            _auth(request, write=True)
             req = parse_push(await request.body(), settings.max_push_rows)
             n = fs.push(req.source, req.rows, to=req.to)
         except Exception as e:  # noqa: BLE001
@@ -240,17 +199,9 @@ def create_app(store: FeatureStore | str | Path = ".", settings: ServingSettings
     async def openapi_json(request: Request) -> Response:
         return Response(doc, media_type=JSON)
 
-    def _failed(route: str, e: Exception) -> Response:
-        metrics.error(route, type(e).__name__)
-        if not isinstance(e, QuiverError | NotImplementedError):
-            log.exception("unexpected error on %s", route)
-            return _error(RuntimeError(f"internal error: {type(e).__name__}: {e}"), 500)
-        if status_of(e) >= 500:
-            log.error("%s on %s: %s", type(e).__name__, route, e)
-        return _error(e)
-
     async def not_found(request: Request, exc: Exception) -> Response:
-        return _error(NotFoundError(f"no route {request.url.path}.{closest(request.url.path, ROUTES)}"), 404)
+        return Response(error_body(NotFoundError(f"no route {request.url.path}.{closest(request.url.path, ROUTES)}")),
+                        404, media_type=JSON)
 
     async def not_allowed(request: Request, exc: Exception) -> Response:
         return Response(dumps({"error": "MethodNotAllowed", "message": f"{request.method} is not allowed on "
@@ -261,9 +212,9 @@ def create_app(store: FeatureStore | str | Path = ".", settings: ServingSettings
         yield
         fs.close()
 
-    app = Starlette(
+    starlette = Starlette(
         routes=[
-            Route("/v1/features", features, methods=["POST"]),
+            Route("/v1/features", features, methods=["POST"]),  # reached by ``app`` below, before Starlette
             Route("/v1/push", push, methods=["POST"]),
             Route("/v1/catalog", catalog, methods=["GET"]),
             Route("/health", health, methods=["GET"]),
@@ -273,4 +224,40 @@ def create_app(store: FeatureStore | str | Path = ".", settings: ServingSettings
         exception_handlers={404: not_found, 405: not_allowed},
         lifespan=lifespan,
     )
-    return metrics.wrap(app)  # type: ignore[no-any-return]
+    others = metrics.wrap(starlette)
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST":
+            await features(scope, receive, send)  # counts itself in the metrics
+        else:
+            await others(scope, receive, send)
+
+    return app
+
+
+def warm_up(fs: FeatureStore) -> int:
+    """Run one request per feature service, so the first real one finds the registry
+    loaded, the online plans compiled, the online store connected and the on-demand
+    functions' modules imported (a cold first request took ~1.5 s). The entity keys
+    and request fields are zeros of their types; a service whose functions reject
+    them is warmed as far as it got. Returns how many services answered."""
+    answered = 0
+    for service in fs.list_feature_services():
+        try:
+            sel = fs.resolve(None, service.name)
+            keys: dict[str, Sequence[Any]] = {}
+            context: dict[str, list[Any]] = {}
+            for vs in sel.views:
+                for e in getattr(vs.view, "entities", ()):
+                    for k, dtype in e.dtypes.items():
+                        keys.setdefault(k, [_ZEROS.get(dtype.name)])
+                for k, dtype in getattr(vs.view, "request_dtypes", {}).items():
+                    context.setdefault(k, [_ZEROS.get(dtype.name)])
+            fs.get_online_features(feature_service=service.name, entity_rows=keys, request_context=context)
+            answered += 1
+        except Exception as e:  # noqa: BLE001 - warming up is best effort; real requests report errors
+            log.info("warm-up of feature service %r stopped: %s: %s", service.name, type(e).__name__, e)
+    return answered
+
+
+_ZEROS = {"Int32": 0, "Int64": 0, "Float32": 0.0, "Float64": 0.0, "String": "", "Bool": False, "Bytes": b""}

@@ -57,6 +57,11 @@ class ServerMetrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
+    def answered(self, route: str, method: str, status: int, seconds: float) -> None:
+        """Count one answered request and record its latency."""
+        self._child(self.requests, route, method, str(status)).inc()
+        self._child(self.latency, route).observe(seconds)
+
     def wrap(self, app: Any) -> Any:
         """An ASGI app that records count and latency of each HTTP request to ``app``."""
         routes = self.routes
