@@ -275,10 +275,10 @@ def write_event_files(root: Path, source: Source, table: pa.Table, name: str) ->
         else np.empty(0, "int64")
     numbers = np.unique(day_no).tolist()
     wanted = {datetime.fromtimestamp(d * 86_400, UTC).strftime("%Y-%m-%d"): d for d in numbers}
-    if base.is_dir():
-        for stale in base.glob(f"date=*/{name}.parquet"):
-            if stale.parent.name.removeprefix("date=") not in wanted:
-                stale.unlink(missing_ok=True)
+    if base.is_dir():  # one stat per day folder, not a listing of every file in them
+        for folder in base.iterdir():
+            if folder.name.startswith("date=") and folder.name.removeprefix("date=") not in wanted:
+                (folder / f"{name}.parquet").unlink(missing_ok=True)
     for day in sorted(wanted):
         part = table.filter(pa.array(day_no == wanted[day])) if len(numbers) > 1 else table
         d = base / f"date={day}"
@@ -594,6 +594,8 @@ class StreamWorker:
         ing.stats.positions.update(nxt)
         created = (msgs.timestamps_ms[good_idx] if len(good) != len(msgs) else msgs.timestamps_ms).astype("float64")
         self._inflight = (pending, src, ing, stream, nxt, created)
+        if len(msgs) < self.batch_size:  # caught up: nothing to overlap with, make it durable now
+            self._settle()
         ing.stats.dead_letters += len(dead)
         if dead:
             log.warning("%d bad message(s) on %s, e.g. partition %d offset %d: %s", len(dead), src.topic,

@@ -90,6 +90,7 @@ class KafkaStream:
             "session.timeout.ms": 6000,
             "heartbeat.interval.ms": 1000,
             "fetch.queue.backoff.ms": 20,
+            "fetch.wait.max.ms": 20,  # a fetch that finds little returns soon (librdkafka waits 500 ms)
             "enable.partition.eof": True,
         }
         conf.update(options or {})
