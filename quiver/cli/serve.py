@@ -97,9 +97,10 @@ def _uvicorn(factory: Callable[[], Any], host: str, port: int, workers: int, log
     from uvicorn.supervisors import Multiprocess
 
     config = uvicorn.Config(factory, host=host, port=port, factory=True, loop="uvloop", http="httptools",
-                            log_level=log_level, access_log=False, workers=workers, lifespan="on")
+                            log_level=log_level, access_log=False, workers=workers, lifespan="on",
+                            proxy_headers=False)
     server = uvicorn.Server(config)
     if workers == 1:
         server.run()
     else:
-        Multiprocess(config, target=server.run, sockets=[config.bind_socket()]).run()
+        Multiprocess(config, sockets=[config.bind_socket()]).run()  # spawns workers that build the app

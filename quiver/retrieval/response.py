@@ -7,6 +7,7 @@ Arrow/pandas forms are computed only when asked for.
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -131,6 +132,35 @@ class OnlineResponse:
     def event_timestamps_iso(self) -> dict[str, list[str | None]]:
         """``event_timestamps`` as ISO-8601 UTC text ending in ``Z`` (what the server sends)."""
         return {v: [None if us is None else _iso_z_cached(us) for us in col] for v, col in self._view_events().items()}
+
+    def results(self, names: Sequence[str], start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
+        """Per entity row from ``start`` to ``stop``, in order: ``{"values", "statuses",
+        "event_timestamps"}`` of the output columns ``names`` (values and statuses per
+        column, ISO-8601 event times per view): the rows of the feature server's answer,
+        in one pass over the stored rows."""
+        stop = self._n if stop is None else stop
+        n = stop - start
+        data = {**self._keys, **self._values}
+        columns = [data[c][start:stop] for c in names]
+        by_view: dict[str, list[str]] = {}
+        times: dict[str, list[str | None]] = {}
+        for view, (rows, ttl) in self._views.items():
+            if rows is None:  # an aggregate view: evaluated now
+                by_view[view] = [PRESENT] * n
+                times[view] = [iso_z(self._now)] * n
+                continue
+            rows = rows[start:stop]
+            oldest = None if ttl is None else self._now - ttl
+            by_view[view] = [NOT_FOUND if r is None else OUTSIDE_TTL if oldest is not None and r[-1] < oldest
+                             else PRESENT for r in rows]
+            times[view] = [None if r is None else _iso_z_cached(r[-1]) for r in rows]
+        present = [PRESENT] * n
+        status_cols = [present if (v := self._status_of.get(c)) is None else by_view[v] for c in names]
+        return [
+            {"values": [col[i] for col in columns], "statuses": [col[i] for col in status_cols],
+             "event_timestamps": {v: t[i] for v, t in times.items()}}
+            for i in range(n)
+        ]
 
     def to_arrow(self) -> pa.Table:
         cols: dict[str, pa.Array] = {}

@@ -18,7 +18,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from quiver.retrieval.response import PRESENT, OnlineResponse, iso_z
+from quiver.retrieval.response import OnlineResponse, iso_z
+from quiver.serving.batching import Batcher
 from quiver.serving.models import dumps, parse_features
 
 if TYPE_CHECKING:
@@ -31,25 +32,16 @@ PATH = "/v1/features"
 _HEADERS = [(b"content-type", b"application/json")]
 
 
-def render_features(resp: OnlineResponse, keys: list[str]) -> dict[str, Any]:
-    """An online response -> ``{feature_names, entities, results, evaluated_at}``: one
-    result per entity, in request order, with values and statuses per feature and the
-    event time of the row served per view (ISO-8601 UTC, ``Z``)."""
+def render_features(resp: OnlineResponse, keys: list[str], start: int = 0, stop: int | None = None) -> dict[str, Any]:
+    """Rows ``start`` to ``stop`` of an online response -> ``{feature_names, entities,
+    results, evaluated_at}``: one result per entity, in request order, with values and
+    statuses per feature and the event time of the row served per view (ISO-8601 UTC, ``Z``)."""
     data = resp.to_dict()
     names = [c for c in data if c not in keys]
-    columns = [data[c] for c in names]
-    statuses = resp.statuses
-    status_cols = [statuses.get(c) or [PRESENT] * len(resp) for c in names]
-    times = resp.event_timestamps_iso()
-    results = [
-        {"values": [col[i] for col in columns], "statuses": [col[i] for col in status_cols],
-         "event_timestamps": {v: t[i] for v, t in times.items()}}
-        for i in range(len(resp))
-    ]
     return {
         "feature_names": names,
-        "entities": {k: data[k] for k in keys if k in data},
-        "results": results,
+        "entities": {k: data[k][start:stop] for k in keys if k in data},
+        "results": resp.results(names, start, stop),
         "evaluated_at": iso_z(resp.evaluated_us),
     }
 
@@ -66,6 +58,7 @@ class FeaturesRoute:
         self.settings = settings
         self.metrics = metrics
         self.failed = failed
+        self.batcher = Batcher(fs, max(settings.max_entities, 256))
         self._views: dict[Any, tuple[float, list[str]]] = {}
 
     def views_of(self, features: list[str] | None, service: str | None) -> list[str]:
@@ -96,14 +89,8 @@ class FeaturesRoute:
                 auth = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
                 self.settings.check(auth.decode("latin-1"), write=False)
             req = parse_features(body, self.settings.max_entities)
-            resp = self.fs.get_online_features(
-                features=req.features,
-                feature_service=req.feature_service,
-                entity_rows=req.entities,  # type: ignore[arg-type]
-                request_context=req.request_context,
-                full_feature_names=req.full_feature_names,
-            )
-            out = dumps(render_features(resp, list(req.entities)))
+            resp, first, last = await self.batcher.get(req)  # get_online_features, maybe with others
+            out = dumps(render_features(resp, list(req.entities), first, last))
             self.metrics.reads(self.views_of(req.features, req.feature_service), req.size)
             status = 200
         except Exception as e:  # noqa: BLE001 - every failure becomes a JSON answer; the server keeps serving

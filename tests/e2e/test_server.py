@@ -313,3 +313,29 @@ def test_openapi_holds_against_the_live_server(live: Live) -> None:
         except Exception as e:  # noqa: BLE001 - collect every operation's failure
             failures.append(f"{op.method.upper()} {op.path}: {e}")
     assert not failures, "\n\n".join(failures)
+
+
+def test_concurrent_requests_each_get_their_own_answer(live: Live) -> None:
+    """Requests in flight together (joined into one read by the server) answer as in process."""
+    import asyncio
+
+    async def send_all() -> list[httpx.Response]:
+        async with httpx.AsyncClient(base_url=live.url, timeout=10) as client:
+            bodies = [{"feature_service": "fraud_model", "entities": {"user_id": [u], "merchant_id": [m]},
+                       "request_context": {k: [v[i]] for k, v in CONTEXT.items()}}
+                      for i, (u, m) in enumerate(zip(USERS, MERCHANTS, strict=True))]
+            bodies.append({"features": ["user_profile:credit_limit"], "entities": {"user_id": ["abc"]}})
+            return list(await asyncio.gather(*(client.post("/v1/features", json=b) for b in bodies * 3)))
+
+    answers = asyncio.run(send_all())
+    for n, r in enumerate(answers):
+        i = n % (len(USERS) + 1)
+        if i == len(USERS):
+            assert r.status_code == 400 and "user_id" in r.json()["message"]
+            continue
+        assert r.status_code == 200, r.text
+        resp = live.store.get_online_features(
+            feature_service="fraud_model", entity_rows={"user_id": [USERS[i]], "merchant_id": [MERCHANTS[i]]},
+            request_context={k: [v[i]] for k, v in CONTEXT.items()})
+        assert r.json()["results"][0]["values"] == [resp.to_dict()[c][0] for c in r.json()["feature_names"]]
+        assert r.json()["entities"] == {"user_id": [USERS[i]], "merchant_id": [MERCHANTS[i]]}
