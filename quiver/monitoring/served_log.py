@@ -35,6 +35,8 @@ the parent.
 
     monitoring:
       served_log: {sample_rate: 0.1, flush_seconds: 1}   # sample_rate 0 (the default): off
+      # also: batch (50000 records wake the writer early), max_buffer (200000 records),
+      # compact_bytes (64 MiB of spool between compactions; 0: only readers compact)
 """
 
 from __future__ import annotations
