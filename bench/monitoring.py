@@ -19,6 +19,8 @@
   the log off (also paired by round), and the CPU time per request (the
   server's with its reaped children, or the loop's; the writer thread
   included), which a busy machine disturbs far less than latency;
+* with ``--parts callgrind``, instructions per in-process call under
+  valgrind's callgrind, which the machine's load does not move;
 * the skew check over ``--skew-requests`` logged requests (compacting the
   spool files, then one ``get_historical_features`` call).
 
@@ -26,6 +28,7 @@ Run by hand, never in CI::
 
     ../shared/bench/datagen.py --scale medium --out bench-data   # once
     .venv/bin/python -m bench.monitoring [--scale medium] [--parts profiles,http,inproc,skew] [--rounds 5]
+    .venv/bin/python -m bench.monitoring --parts callgrind --settings off,1.0   # instructions per call
 """
 
 from __future__ import annotations
@@ -286,6 +289,27 @@ def compare(kind: str, settings: list[str], rounds: int, served: Path, run: Any)
     print(f"  load average after: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
 
 
+def instructions(repo: Path, settings: list[str], folder: Path) -> None:
+    """Instructions per in-process call under callgrind: runs of 300 and 5,300 calls, the
+    difference over 5,000 (start-up cancels out). The machine's load does not move it."""
+    if shutil.which("valgrind") is None:
+        print("instructions: valgrind is not installed (apt-get install -y valgrind)")
+        return
+    env = {**os.environ, "OPENBLAS_NUM_THREADS": "1"}  # NumPy's idle BLAS threads would spin under valgrind
+    per: dict[str, float] = {}
+    for s in settings:
+        counts = []
+        for calls in (300, 5300):
+            shutil.rmtree(repo / "offline" / "served", ignore_errors=True)
+            cmd = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={folder / 'callgrind.out'}",
+                   sys.executable, "-m", "bench.monitoring", "--inproc", str(repo), s, str(calls), "0"]
+            err = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, check=True).stderr
+            counts.append(int(err.rpartition("Collected : ")[2].split()[0]))
+        per[s] = (counts[1] - counts[0]) / 5000
+        change = "" if s == settings[0] else f"  {per[s] / per[settings[0]] - 1:+6.1%}"
+        print(f"instructions per in-process call (callgrind), {s:8s} {per[s] / 1000:7.1f}k{change}", flush=True)
+
+
 def prepare(repo: Path, data: Path) -> tuple[Any, Any]:
     """The benchmark repository (applied, materialized into SQLite once: kept with ``--repo``)."""
     from quiver.store import FeatureStore
@@ -374,6 +398,8 @@ def main() -> None:
                 return json.loads(out.strip().splitlines()[-1])  # type: ignore[no-any-return]
 
             compare(f"serving in process, get_online_features x {args.calls}", settings, args.rounds, served, inproc)
+        if "callgrind" in parts:
+            instructions(repo, [x for x in settings if x != "control"], Path(tmp))
         if "skew" in parts:
             bench_skew(repo, args.skew_requests)
 
