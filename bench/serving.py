@@ -7,13 +7,21 @@ thread) sends the same request back to back on 1 and on 16 connections for
 * ``floor``: a minimal ASGI endpoint returning a fixed feature vector (the cost
   of HTTP and the ASGI server alone);
 * ``quiver``: ``quiver serve`` on the fraud example (small scale, data ending
-  now) with the Redis online store: 8 stored features + 2 on-demand features.
+  now) with the Redis online store: 8 stored features + 2 on-demand features;
+* ``feast``: Feast 0.67's feature server on the same data files and request
+  (``bench/feast_serving.py``), materialized into database 1 of the same Redis
+  server so keys do not mix; the run ends with quiver's throughput over Feast's.
+
+Beside throughput and latency, each line gives the server's CPU time per
+request (user + system, all its processes, from ``/proc``): on a shared machine
+it moves less than throughput does.
 
 ``--servers granian,uvicorn`` runs both ASGI servers (how the default of
 ``quiver serve`` was chosen). Run by hand, never in CI::
 
     .venv/bin/python bench/serving.py                      # 20 s per point
     .venv/bin/python bench/serving.py --duration 5 --servers granian,uvicorn
+    .venv/bin/python bench/serving.py --targets floor,quiver,feast
 """
 
 from __future__ import annotations
@@ -39,7 +47,7 @@ VECTOR = (b'{"feature_names":["account_age_days","credit_limit","country","avg_a
           b'"amount_to_avg_90d"],"results":[{"values":[812,5000.0,"US",33.1,20,0.05,31,32.9,12.5,1.3],'
           b'"statuses":["PRESENT","PRESENT","PRESENT","PRESENT","PRESENT","PRESENT","PRESENT","PRESENT",'
           b'"PRESENT","PRESENT"]}]}')
-REQUEST = {
+REQUEST: dict[str, Any] = {
     "feature_service": "fraud_model",
     "entities": {"user_id": [7], "merchant_id": [3]},
     "request_context": {"amount": [42.5], "lat": [40.7], "lon": [-74.0]},
@@ -92,6 +100,19 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait()
+
+
+def cpu_seconds(session: int) -> float:
+    """User + system CPU of every live process of a session (a server and its workers)."""
+    total = 0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rpartition(")")[2].split()
+        except OSError:
+            continue
+        if int(fields[3]) == session:  # the process group; the server was started in its own session
+            total += int(fields[11]) + int(fields[12])
+    return total / os.sysconf("SC_CLK_TCK")
 
 
 def start_server(args: list[str], port: int) -> subprocess.Popen[bytes]:
@@ -172,12 +193,33 @@ def make_repo(folder: Path, redis_url: str, scale: str) -> Path:
     return repo
 
 
+def report(target: str, server: str, c: int, r: dict[str, Any]) -> None:
+    cpu = f"{r['cpu_us']:6.0f} us CPU/req" if r.get("cpu_us") is not None else " " * 17
+    print(f"{target:7s} {server:8s} c={c:<3d} {r['rps']:9.0f} req/s  p50 {r['p50_ms']:.3f} ms  p99 {r['p99_ms']:.3f} ms"
+          f"  {cpu}  non-2xx {r['non_2xx']} {r['socket_errors']}", flush=True)
+
+
+def run_feast(repo: Path, redis: Redis, folder: Path, conns: list[int], duration: int) -> list[dict[str, Any]]:
+    """Feast's feature server on the same data, in database 1 of the same Redis."""
+    from bench.feast_serving import feast_server
+
+    rows = []
+    with feast_server(repo, f"redis://127.0.0.1:{redis.port}/1", folder / "feast") as (url, body, note):
+        print(note, file=sys.stderr)
+        wrk(url, body, 4, 2, folder, {})  # warm-up
+        for c in conns:
+            r = wrk(url, body, c, duration, folder, {})
+            rows.append({"target": "feast", "server": "feast", "connections": c, **r})
+            report("feast", "gunicorn", c, r)
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--duration", type=int, default=20)
     ap.add_argument("--connections", default="1,16")
-    ap.add_argument("--servers", default="granian", help="comma-separated: granian, uvicorn")
-    ap.add_argument("--targets", default="floor,quiver", help="comma-separated: floor, quiver")
+    ap.add_argument("--servers", default="uvicorn", help="comma-separated: uvicorn (quiver serve's default), granian")
+    ap.add_argument("--targets", default="floor,quiver,feast", help="comma-separated: floor, quiver, feast")
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--scale", default="small")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
@@ -202,13 +244,17 @@ def main() -> None:
         redis = None
         repo = None
         try:
-            if "quiver" in targets:
+            if "quiver" in targets or "feast" in targets:
                 (folder / "redis").mkdir()
                 redis = Redis(folder / "redis")
                 repo = make_repo(folder, f"redis://127.0.0.1:{redis.port}/0", args.scale)
             body = json.dumps(REQUEST).encode()
             for server in servers:
                 for target in targets:
+                    if target == "feast":
+                        if server == servers[0]:  # Feast runs on its own server, once
+                            rows += run_feast(repo, redis, folder, conns, args.duration)  # type: ignore[arg-type]
+                        continue
                     port = free_port()
                     if target == "floor":
                         cmd = [py, str(Path(__file__).resolve()), "--serve-floor", f"{server}:{port}",
@@ -221,16 +267,22 @@ def main() -> None:
                         url = f"http://127.0.0.1:{port}/v1/features"
                         wrk(url, body, 4, 2, folder, {})  # warm-up
                         for c in conns:
+                            cpu = cpu_seconds(proc.pid)
                             r = wrk(url, body, c, args.duration, folder, {})
+                            r["cpu_us"] = (cpu_seconds(proc.pid) - cpu) / max(r["rps"] * args.duration, 1) * 1e6
                             rows.append({"target": target, "server": server, "connections": c, **r})
-                            print(f"{target:7s} {server:8s} c={c:<3d} {r['rps']:9.0f} req/s  p50 {r['p50_ms']:.3f} ms"
-                                  f"  p99 {r['p99_ms']:.3f} ms  non-2xx {r['non_2xx']} {r['socket_errors']}",
-                                  flush=True)
+                            report(target, server, c, r)
                     finally:
                         stop(proc)
         finally:
             if redis:
                 redis.stop()
+    for server in servers:
+        for c in conns:
+            q = [r for r in rows if r["target"] == "quiver" and r["server"] == server and r["connections"] == c]
+            f = [r for r in rows if r["target"] == "feast" and r["connections"] == c]
+            if q and f and f[0]["rps"]:
+                print(f"quiver ({server}) / feast at c={c}: {q[0]['rps'] / f[0]['rps']:.1f}x throughput", flush=True)
     if args.json:
         print(json.dumps(rows, indent=2))
 
