@@ -1,15 +1,16 @@
 """``POST /v1/features``, the route every scoring request takes, as a plain ASGI callable.
 
 A model server calls this route for every prediction, and the lookup behind it
-(``FeatureStore.get_online_features``, the same code path as in process) costs
-about 100 µs; the Starlette stack around it (routing, two middlewares, Request
-and Response objects, a send wrapper for the metrics) cost as much again. So
-this route is a callable in front of the Starlette app that does only what the
-route needs: read the body, check the API key, parse (``models.parse_features``,
-the same validation and 4xx messages), call the facade on the event loop
-thread (a thread hop for ~100 µs of CPU-bound work would cost more than it
-frees), render with orjson, and count itself in the metrics. Every other
-route, and any other method on this path, stays on Starlette.
+(``FeatureStore.get_online_features``, the same code path as in process) cost
+about 100 µs, while the Starlette stack around it (routing, two middlewares,
+Request and Response objects, a send wrapper for the metrics) cost as much
+again. So this route is a callable in front of the Starlette app that does only
+what the route needs: read the body, check the API key, parse
+(``models.parse_features``, the same validation and 4xx messages), read the
+features on the event loop thread (a thread hop for ~100 µs of CPU-bound work
+costs more than it frees) through ``batching``, which joins the requests of one
+loop turn into one call, render with orjson, and count itself in the metrics.
+Every other route, and any other method on this path, stays on Starlette.
 """
 
 from __future__ import annotations

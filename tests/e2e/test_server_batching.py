@@ -123,3 +123,14 @@ def test_any_mix_answers_as_alone(served: tuple[Any, Any, list[int]], requests: 
     _, app, _ = served
     bodies = [_body(*r) for r in requests]
     assert _together(app, bodies) == _alone(app, bodies)
+
+
+def test_warm_up_answers_every_service(served: tuple[Any, Any, list[int]]) -> None:
+    """``quiver serve`` runs one request per feature service before it listens."""
+    from quiver.serving.app import warm_up
+
+    store, _, calls = served
+    calls.clear()
+    services = store.list_feature_services()
+    assert services and warm_up(store) == len(services)
+    assert len(calls) == len(services)
