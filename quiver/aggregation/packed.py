@@ -87,6 +87,12 @@ class PackedReader:
         self.raw_dtype = raw_dtype
         self._stat_pos = {st.name: self.positions[i] for i, st in enumerate(stats) if st.kind in ADDITIVE}
         self._columns = {c: j for j, c in enumerate(layout.columns)}  # type: ignore[attr-defined]
+        # per raw value column: (its field in the raw records, [(stat kind, slot position)])
+        self._raw_stats: list[tuple[str, list[tuple[str, int]]]] = []
+        for c, j in self._columns.items():
+            kinds = [(st.kind, self.positions[i]) for i, st in enumerate(stats) if st.column == c and st.kind in ADDITIVE]
+            if kinds:
+                self._raw_stats.append((f"c{j}", kinds))
         self._cache: dict[tuple[tuple[int, tuple[int, int]], ...], Any] = {}
 
     @staticmethod
@@ -97,12 +103,13 @@ class PackedReader:
         """The (level, group) keys a plan reads, in the order ``fold`` takes them."""
         return self._selection(plan)[0]
 
-    def _selection(self, plan: object) -> tuple[list[tuple[int, int]], list[int], list[np.ndarray]]:
+    def _selection(self, plan: object) -> tuple[list[tuple[int, int]], list[int], list[np.ndarray], list[list[Any]]]:
         """The groups a plan reads, each one's length in bytes, and per window the rows of
-        the tiles it sums in the groups' tiles laid end to end; cached per tile alignment
-        (it changes once a minute)."""
+        the tiles it sums in the groups' tiles laid end to end and its aggregations; cached
+        per tile alignment (it changes once a minute) and features."""
         covers = plan.covers  # type: ignore[attr-defined]
-        key = tuple((size, c.aligned) for size, c in covers.items())
+        key = (tuple((size, c.aligned) for size, c in covers.items()),
+               tuple(a.name for a in plan.aggregations))  # type: ignore[attr-defined]
         got = self._cache.get(key)
         if got is not None:
             return got
@@ -116,6 +123,9 @@ class PackedReader:
                         start[(lv, g)] = row
                         row += per
         rows = []
+        by_size: dict[int, list[Any]] = {}
+        for agg in plan.aggregations:  # type: ignore[attr-defined]
+            by_size.setdefault(int(agg.window.total_seconds() * 1_000_000), []).append(agg)
         for cov in covers.values():
             idx: list[int] = []
             for lv, lo, hi in cov.runs():
@@ -125,34 +135,33 @@ class PackedReader:
         sizes = [W.GROUP[lv] // W.LEVELS[lv] * self.width * 8 for lv, _ in start]
         if len(self._cache) > 64:
             self._cache.clear()
-        got = self._cache[key] = (list(start), sizes, rows)
+        aggs = [by_size.get(size, []) for size in covers]
+        got = self._cache[key] = (list(start), sizes, rows, aggs)
         return got
 
     def fold(self, plan: object, packed: Sequence[bytes | None], raw: bytes) -> dict[str, object]:
         """Feature values of one entity from its packed group strings (in the order of
         ``groups(plan)``, None when absent) and its raw edge records (concatenated)."""
-        _, sizes, rows = self._selection(plan)
+        _, sizes, rows, aggs = self._selection(plan)
         tiles = np.frombuffer(b"".join([(d or b"").ljust(n, b"\0") for d, n in zip(packed, sizes)]),
                               dtype="<f8").reshape(-1, self.width)
         rec = np.frombuffer(raw, dtype=self.raw_dtype) if raw else None
-        ts = rec["ts"] if rec is not None else None
-        values = {c: rec[f"c{j}"] for c, j in self._columns.items()} if rec is not None else {}
         out: dict[str, object] = {}
-        for (size, cov), idx in zip(plan.covers.items(), rows):  # type: ignore[attr-defined]
+        for cov, idx, wanted in zip(plan.covers.values(), rows, aggs):  # type: ignore[attr-defined]
             acc = tiles[idx].sum(axis=0) if len(idx) else np.zeros(self.width)
-            if ts is not None:
+            if rec is not None:  # the raw events of the partial tiles at the edges
+                ts = rec["ts"]
                 a, b = cov.aligned
                 keep = (ts >= cov.start) & (ts < cov.end)
                 if a < b:
                     keep &= (ts < a) | (ts >= b)
-                for name, p in self._stat_pos.items():
-                    column, kind = name.rsplit(".", 1)
-                    v = values[column][keep]
-                    v = v[~np.isnan(v)]
-                    acc[p] += len(v) if kind == "n" else (v.sum() if kind == "s" else (v * v).sum())
-            for agg in plan.aggregations:  # type: ignore[attr-defined]
-                if int(agg.window.total_seconds() * 1_000_000) == size:
-                    out[agg.name] = self._finalize(agg, acc)
+                for field, kinds in self._raw_stats:
+                    v = rec[field][keep]
+                    v = v[~np.isnan(v)]  # nulls
+                    for kind, p in kinds:
+                        acc[p] += len(v) if kind == "n" else (v.sum() if kind == "s" else (v * v).sum())
+            for agg in wanted:
+                out[agg.name] = self._finalize(agg, acc)
         return out
 
     def _finalize(self, agg: object, acc: np.ndarray) -> object:

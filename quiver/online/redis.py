@@ -685,8 +685,8 @@ return 1
         suffixes = [f"p{lv}:{g}" for lv, g in groups] + [f"a:{b}" for b in plan.raw_buckets]
         uniq = list(dict.fromkeys(ents))
         try:
-            if len(uniq) == 1:
-                res = [self._client.execute_command("MGET", *[f"{p}{{{uniq[0]}}}:{s}" for s in suffixes])]
+            if len(uniq) == 1:  # a request's one entity: the kept read connection of ``_mget``
+                res = [self._mget([f"{p}{{{uniq[0]}}}:{s}" for s in suffixes])]
             else:
                 pipe = self._client.pipeline(transaction=False)
                 for e in uniq:
