@@ -7,7 +7,13 @@ window's edges rarely fall on a tile boundary: the partial minute at each
 edge is read from raw events and filtered to the exact bounds, and everything
 between comes from the largest whole tiles that fit. A 30-day window for an
 entity then costs about 30 day tiles, 2 x 23 hour tiles, 2 x 59 minute tiles
-and two raw minute buckets, however busy the entity is.
+and two raw minute buckets, however busy the entity is. A state keeps only the
+levels shorter than its longest window (``levels_for``): a view of windows up
+to a day writes no day tiles, which it could use only at midnight exactly.
+
+Tiles of one level are stored in groups (``GROUP``: 10 minutes, 6 hours, 8
+days), small enough that a store can rewrite a group whole when a batch adds
+to it, few enough that a 1-day read touches about 20 of them.
 """
 
 from __future__ import annotations

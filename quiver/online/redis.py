@@ -349,11 +349,14 @@ class RedisOnlineStore:
         if batch:
             self._client.unlink(*batch)
     # -- aggregation state (streaming) ---------------------------------------------------
-    # Owned by the streaming work (quiver.ingest.stream). Tiles of one level live in a
-    # hash per (view, entity, level, group) whose key expires once the longest window
-    # has passed the group; raw edge events in a list per minute bucket; distinct sets
-    # in a set per group. One Lua script merges a batch and records the stream offsets
-    # it covers, atomically, so a killed worker neither loses nor double-counts.
+    # Owned by the streaming work (quiver.ingest.stream). The additive stats (count, sum,
+    # sum of squares) of one (view, entity, level, group) are one string of float64 slots
+    # (quiver.aggregation.packed) that a read fetches whole; min, max, last live in a hash
+    # per group and distinct sets in a set per group; raw edge events in one string per
+    # minute bucket (or a list, for text values). Every key carries its entity in a hash
+    # tag and expires once the longest window has passed it. One Lua script merges a batch
+    # and records the stream offsets it covers, atomically, so a killed worker neither
+    # loses nor double-counts; a read of additive features is one MGET per entity.
 
     # ARGV[1]: the hash cells as JSON columns {k, f, o, t, v} plus their keys to expire
     # {ek, em}, the offsets {ok, ov}, and the packed tile keys {pk, pe, pc} (name, expiry,
