@@ -93,7 +93,7 @@ class PackedReader:
             kinds = [(st.kind, self.positions[i]) for i, st in enumerate(stats) if st.column == c and st.kind in ADDITIVE]
             if kinds:
                 self._raw_stats.append((f"c{j}", kinds))
-        self._cache: dict[tuple[tuple[int, tuple[int, int]], ...], Any] = {}
+        self._cache: dict[tuple[Any, ...], Any] = {}
 
     @staticmethod
     def handles(plan: object) -> bool:
@@ -110,7 +110,7 @@ class PackedReader:
         covers = plan.covers  # type: ignore[attr-defined]
         key = (tuple((size, c.aligned) for size, c in covers.items()),
                tuple(a.name for a in plan.aggregations))  # type: ignore[attr-defined]
-        got = self._cache.get(key)
+        got: tuple[list[tuple[int, int]], list[int], list[np.ndarray], list[list[Any]]] | None = self._cache.get(key)
         if got is not None:
             return got
         start: dict[tuple[int, int], int] = {}

@@ -126,7 +126,7 @@ class KafkaStream:
         if errors:
             for m in errors:
                 err = m.error()
-                if err.code() == ck.KafkaError._PARTITION_EOF:
+                if err is None or err.code() == ck.KafkaError._PARTITION_EOF:
                     continue
                 if not (err.retriable() or err.code() in (ck.KafkaError._TRANSPORT, ck.KafkaError._ALL_BROKERS_DOWN)):
                     raise TransientError(f"Kafka topic {self.topic!r}: {err.str()}")
@@ -138,9 +138,10 @@ class KafkaStream:
         if n and self.at_eof:
             self.at_eof -= set(np.unique(parts).tolist())
         for m in ordered if errors else ():  # in order: a partition's end counts only after its last message
-            if m.error() is None:
-                self.at_eof.discard(m.partition())  # type: ignore[arg-type]
-            elif m.error().code() == ck.KafkaError._PARTITION_EOF:
+            err = m.error()
+            if err is None:
+                self.at_eof.discard(m.partition())
+            elif err.code() == ck.KafkaError._PARTITION_EOF:
                 self.at_eof.add(m.partition())  # type: ignore[arg-type]
                 self.high[m.partition()] = m.offset()  # type: ignore[index,assignment]
         return batch
