@@ -184,12 +184,19 @@ def run_inproc(repo: Path, setting: str, calls: int, seed: int) -> dict[str, Any
 
 
 def serve_http(repo: Path, setting: str, port: int) -> None:
-    """The feature server over ``repo``, with the log set as ``setting`` says, until stopped."""
+    """The feature server over ``repo``, with the log set as ``setting`` says, until stopped;
+    built as ``quiver serve`` builds it (warmed up, then the loaded objects frozen out of the GC)."""
+    import gc
+
     from quiver.cli.serve import run_server
-    from quiver.serving.app import create_app
+    from quiver.serving.app import create_app, warm_up
 
     store = open_store(repo, setting)
-    run_server(lambda: create_app(store), "uvicorn", "127.0.0.1", port)
+    app = create_app(store)
+    warm_up(store)
+    gc.collect()
+    gc.freeze()
+    run_server(lambda: app, "uvicorn", "127.0.0.1", port)
 
 
 # -- the driver ----------------------------------------------------------------------------
