@@ -1,15 +1,20 @@
 """``quiver serve``: the feature server on an ASGI server.
 
-uvicorn (uvloop + httptools) is the default, by measurement: ``bench/serving.py
---duration 20 --servers granian,uvicorn`` on a quiet 2-core machine (load 0.7),
-wrk with one thread, one worker. Floor endpoint (a fixed vector): uvicorn 4,823 /
-13,183 req/s at 1 / 16 connections, granian 1,994 / 12,349. Full ``fraud_model``
-request (8 stored + 2 on-demand features, Redis): uvicorn 1,285 req/s, p99 2.9 ms
-at 1 connection and 1,456 req/s, p99 20.5 ms at 16; granian 781 req/s, p99 5.5 ms
-and 1,374 req/s, p99 92 ms. Under heavy load an earlier run favoured granian on
-the floor; ``--server granian`` keeps it available. The choice matters less than the read path itself; uvicorn stays available
-with ``--server uvicorn``. The app is built inside each worker by a loader that
-carries the repository path, so no environment variable is set.
+uvicorn (uvloop + httptools) is the default. ``bench/serving.py --duration 20
+--servers uvicorn,granian`` (wrk, one thread, one worker), one run on the
+shared 2-core machine under load (load average ~3, the floor endpoint reached
+only 7,800 req/s at 16 connections): full ``fraud_model`` requests (8 stored +
+2 on-demand features, Redis) uvicorn 1,496 req/s p99 5.7 ms at 1 connection
+and 3,083 req/s p99 13.7 ms at 16; granian 1,337 req/s p99 5.5 ms and 4,941
+req/s p99 8.5 ms. Granian led at 16 connections in that run and uvicorn at 1;
+an earlier quiet run favoured uvicorn on both, so the default stays until a
+quiet re-run; ``--server granian`` is there. ``--workers 1`` stays the
+default: in one back-to-back check at 16 connections, one uvicorn worker served
+5,177 req/s (p99 5.5 ms) and two 3,553 (p99 13.6 ms); the two cores are shared
+with the load client and Redis, and one worker joins more concurrent requests
+into one read. The app is built
+inside each worker by a loader that carries the repository path, so no
+environment variable is set; it warms up before the worker listens.
 """
 
 from __future__ import annotations
