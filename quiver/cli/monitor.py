@@ -75,6 +75,8 @@ def monitor_skew(ctx: click.Context, start: str | None, end: str | None, limit: 
         for f in rep.features:
             for ex in f.examples:
                 console.print(f"  {f.ref}: {ex}", markup=False, highlight=False)
+        for ref, why in rep.not_compared.items():
+            console.print(f"  not compared: {ref} ({why})", markup=False, highlight=False)
         console.print(f"{rep.requests} logged requests compared; "
                       f"[{'red' if not rep.ok else 'green'}]{len([f for f in rep.features if f.status == 'failing'])} "
                       f"features skewed[/]")
