@@ -146,20 +146,22 @@ class PackedReader:
         tiles = np.frombuffer(b"".join([(d or b"").ljust(n, b"\0") for d, n in zip(packed, sizes)]),
                               dtype="<f8").reshape(-1, self.width)
         rec = np.frombuffer(raw, dtype=self.raw_dtype) if raw else None
+        columns = []  # per raw value column: event times and values of its non-null events
+        for field, kinds in self._raw_stats if rec is not None else ():
+            v = rec[field]  # type: ignore[index]
+            ok = ~np.isnan(v)  # NaN: null
+            columns.append((rec["ts"][ok], v[ok], kinds))  # type: ignore[index]
         out: dict[str, object] = {}
         for cov, idx, wanted in zip(plan.covers.values(), rows, aggs):  # type: ignore[attr-defined]
             acc = tiles[idx].sum(axis=0) if len(idx) else np.zeros(self.width)
-            if rec is not None:  # the raw events of the partial tiles at the edges
-                ts = rec["ts"]
-                a, b = cov.aligned
+            a, b = cov.aligned
+            for ts, v, kinds in columns:  # the raw events of the partial tiles at the edges
                 keep = (ts >= cov.start) & (ts < cov.end)
                 if a < b:
                     keep &= (ts < a) | (ts >= b)
-                for field, kinds in self._raw_stats:
-                    v = rec[field][keep]
-                    v = v[~np.isnan(v)]  # nulls
-                    for kind, p in kinds:
-                        acc[p] += len(v) if kind == "n" else (v.sum() if kind == "s" else (v * v).sum())
+                v = v[keep]
+                for kind, p in kinds:
+                    acc[p] += len(v) if kind == "n" else (v.sum() if kind == "s" else (v * v).sum())
             for agg in wanted:
                 out[agg.name] = self._finalize(agg, acc)
         return out
