@@ -7,13 +7,15 @@ the online state of ``user_tx`` (count and sum over 10m, 1h, 1d):
 
 * **throughput**: one worker consuming the whole topic (JSON parse, offline
   Parquet, Redis state, offsets), in events/s, beside the floor of a consumer
-  that only reads and parses the messages;
+  that only reads and parses the messages, and the CPU per event of the worker
+  process and of redis-server (steadier than wall time on a shared machine);
 * **freshness**: event-to-online latency p50/p99 while a producer writes
-  steadily at ``--rate`` events/s (from the message's create time to its state
-  being durable in Redis, as the worker measures it);
+  steadily at ``--rate`` events/s, batching 20 ms (from the message's create
+  time, its produce call, to its state being durable in Redis, as the worker
+  measures it);
 * **reads**: ``read_aggregates`` of the 6 features for the heaviest user, in
-  process, p50/p99, and through ``store.get_online_features``, beside the
-  floor of one raw Redis GET.
+  process, p50/p99 and client CPU per read, and through
+  ``store.get_online_features``, beside the floor of one raw Redis GET.
 
 Run by hand, never in CI::
 
