@@ -17,10 +17,15 @@ Rules, as implemented here:
 * **Window aggregation** at ``t`` over ``t - w <= event_timestamp < t`` (with
   ``as_known`` also ``created_timestamp <= t``). Null values are skipped by every
   function. ``count``: number of non-null values (0 for an empty window);
-  ``count_distinct``: distinct non-null values; ``sum``/``mean``/``min``/``max``:
-  null when no value; ``stddev``: the sample standard deviation, null below two
-  values; ``last``: the value of the event with the greatest event time, then
+  ``count_distinct``: distinct non-null values; ``min``/``max``: null when no
+  value; ``last``: the value of the event with the greatest event time, then
   created time, among those with a value.
+* **Exact sums.** ``sum``, ``mean`` and ``stddev`` also skip non-finite values and
+  add the exact integers ``trunc(v * 2**52)`` (``S``, and ``Q`` over the squares
+  ``v * v``): ``sum = float(S) / 2**52``, ``mean = sum / n``, ``stddev =
+  sqrt(max((q - sum * sum / n) / (n - 1), 0))`` with ``q = float(Q) / 2**52`` and
+  ``n`` the number of finite values (null below one value, two for ``stddev``);
+  a value or total beyond ``2**127 / 2**52`` raises ``InputError``.
 """
 
 from __future__ import annotations
@@ -29,6 +34,8 @@ import math
 from collections.abc import Iterable, Sequence
 from datetime import timedelta
 from typing import Any
+
+from quiver.errors import InputError
 
 __all__ = ["aggregate", "point_in_time", "window_aggregate", "window_events"]
 
@@ -95,22 +102,42 @@ def aggregate(function: str, rows: Sequence[dict[str, Any]], column: str) -> Any
         return len(set(vals))
     if not vals:
         return None
-    if function == "sum":
-        return sum(vals)
-    if function == "mean":
-        return sum(vals) / len(vals)
+    if function in ("sum", "mean", "stddev"):
+        return _exact(function, vals, column)
     if function == "min":
         return min(vals)
     if function == "max":
         return max(vals)
-    if function == "stddev":
-        if len(vals) < 2:
-            return None
-        m = sum(vals) / len(vals)
-        return math.sqrt(sum((v - m) ** 2 for v in vals) / (len(vals) - 1))
     if function == "last":
         return max(with_value, key=lambda r: (r[EVENT_TS], _created(r)))[column]
     raise ValueError(f"unknown aggregation function {function!r}")
+
+
+def _exact(function: str, vals: list[Any], column: str) -> float | None:
+    """sum, mean or stddev by the exact-integer rule (see the module docstring)."""
+    finite = [float(v) for v in vals if math.isfinite(v)]
+    n = len(finite)
+    if n < (2 if function == "stddev" else 1):
+        return None
+
+    def total(xs: Iterable[float]) -> float:
+        big = 0
+        for x in xs:
+            if not abs(x * 2**52) < 2**127:
+                raise InputError(f"column {column!r}: {x} is too large for an exact sum")
+            big += math.trunc(x * 2**52)
+        if not abs(big) < 2**127:
+            raise InputError(f"column {column!r}: the total is too large for an exact sum")
+        return float(big) / 2**52
+
+    s = total(finite)
+    if function == "sum":
+        return s
+    if function == "mean":
+        return s / float(n)
+    q = total(v * v for v in finite)
+    var = (q - s * s / float(n)) / (float(n) - 1.0)
+    return math.sqrt(var) if var > 0 else 0.0
 
 
 def window_aggregate(
