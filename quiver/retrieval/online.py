@@ -297,14 +297,15 @@ class OnlineReader:
                     oldest = now - r.ttl_us
                     rows = [None if row is None or row[-1] < oldest else row for row in rows]
             view_cols.append(_columns(rows, len(r.features) + 1))
-        odfv_out = [self._on_demand(o, view_cols, cols, entity_rows, request_context, n) for o in plan.odfvs]
+        req_cols: dict[str, list[Any]] = {}  # the request values on-demand views read (logged for the skew check)
+        odfv_out = [self._on_demand(o, view_cols, cols, entity_rows, request_context, n, req_cols) for o in plan.odfvs]
         values: dict[str, list[Any]] = {}
         for name, kind, j, i in plan.outputs:
             values[name] = list(view_cols[j][i]) if kind == "v" else odfv_out[j][i]
         keys_out = dict(zip(plan.join_keys, key_cols, strict=True))
         resp = OnlineResponse(keys_out, values, plan.arrow_types, plan.status_of, views, now, n)
         if self.served_log is not None:  # monitoring: sampled and buffered, written off the request path
-            self.served_log.log(plan, resp, now)
+            self.served_log.log(plan, resp, now, req_cols or None)
         return resp
 
     # -- parts -------------------------------------------------------------------------
@@ -335,6 +336,7 @@ class OnlineReader:
         entity_rows: Any,
         request_context: dict[str, Any] | None,
         n: int,
+        req_cols: dict[str, list[Any]],
     ) -> dict[str, list[Any]]:
         # plain Python columns, no Arrow round trip: the same function and coercion as at training
         # time (transform_arrow), at a fraction of the cost for the few rows of a request
@@ -343,7 +345,7 @@ class OnlineReader:
         for feat, j, i, _arrow_type in run.inputs:
             data[feat] = list(view_cols[j][i])
         for name in run.request:
-            data[name] = _request_values(name, odfv.name, entity_rows, request_context, n)
+            data[name] = req_cols[name] = _request_values(name, odfv.name, entity_rows, request_context, n)
         for k, col in key_cols.items():
             data.setdefault(k, list(col))
         return odfv.transform_columns(data, n)

@@ -98,4 +98,4 @@ def test_the_online_read_path_logs_a_clean_workload_without_skew(tmp_path: Path,
         assert rep.ok and rep.requests == 12
         assert all(f.differ == 0 and f.compared == 12 for f in rep.features)
         compared = {f.ref for f in rep.features}
-        assert {"profile:country", "b_per_c:b_per_c"} <= compared and compared | set(rep.not_compared) == set(REFS)
+        assert compared == set(REFS) and not rep.not_compared  # request values are logged with the vectors
