@@ -148,7 +148,7 @@ def main() -> None:
         sys.exit(f"no {data}: run  python ../shared/bench/datagen.py --scale {args.scale} --out bench-data")
 
     from quiver import FeatureStore
-    from quiver.ingest.stream import StreamWorker
+    from quiver.ingest.worker import StreamWorker
     from tests.fixtures.kafka import KafkaBroker
 
     tmp = Path(tempfile.mkdtemp(prefix="quiver-bench-stream-"))

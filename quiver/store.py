@@ -334,7 +334,7 @@ class FeatureStore:
                max_seconds: float | None = None, options: dict[str, Any] | None = None) -> dict[str, Any]:
         """Run a stream worker over the Kafka sources of ``views`` (default all) until stopped;
         ``stream:`` in quiver.yaml and ``options`` set group, batch_size, metrics_port, consumer."""
-        from quiver.ingest.stream import StreamWorker
+        from quiver.ingest.worker import StreamWorker
 
         chosen = [self.get_feature_view(v) for v in views] if views else self.list_feature_views()
         root = self.config.resolve(self.config.offline.get("path", "data/offline"))

@@ -12,7 +12,7 @@ import orjson
 import pyarrow.parquet as pq
 
 from quiver import FeatureStore
-from quiver.ingest.stream import StreamWorker
+from quiver.ingest.worker import StreamWorker
 from tests.fixtures.kafka import CONSUMER, KafkaBroker, topic_name
 from tests.stream.conftest import make_repo
 
