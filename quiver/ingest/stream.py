@@ -285,6 +285,22 @@ def write_event_files(root: Path, source: Source, table: pa.Table, name: str) ->
         os.replace(tmp, d / f"{name}.parquet")
 
 
+def drop_files_after(root: Path, source: Source, topic: str, partition: int, first: int) -> int:
+    """Remove the event and dead-letter files of ``topic``/``partition`` that start after
+    offset ``first``: only a worker stopped before their state was durable leaves such
+    files, and reading again from ``first`` writes those events anew, in batches whose
+    edges need not match the old files' (kept, they would hold the events twice)."""
+    prefix = f"{topic}-{partition}-"
+    dropped = 0
+    for pattern in (f"events/{source.name}/date=*/{prefix}*.parquet", f"dead_letters/{source.name}/{prefix}*.parquet"):
+        for f in root.glob(pattern):
+            rest = f.stem.removeprefix(prefix)
+            if len(rest) == 20 and rest.isdigit() and int(rest) > first:
+                f.unlink(missing_ok=True)
+                dropped += 1
+    return dropped
+
+
 def write_dead_letters(root: Path, source: Source, dead: Sequence[DeadLetter], name: str) -> None:
     if not dead:
         return

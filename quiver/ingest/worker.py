@@ -21,7 +21,13 @@ import pyarrow as pa
 
 from quiver.definitions import FeatureView, KafkaSource
 from quiver.errors import InputError
-from quiver.ingest.stream import EventIngestor, parse_messages, write_dead_letters, write_event_files
+from quiver.ingest.stream import (
+    EventIngestor,
+    drop_files_after,
+    parse_messages,
+    write_dead_letters,
+    write_event_files,
+)
 
 __all__ = ["StreamWorker", "kafka_sources", "views_over"]
 
@@ -102,6 +108,7 @@ class StreamWorker:
         self.streams: list[Any] = []
         self.stopped = False
         self._inflight: tuple[Any, ...] | None = None
+        self._file_end: dict[tuple[str, int], int] = {}  # (topic, partition) -> offset after its last file
 
     def _open(self) -> None:
         from quiver import plugins
@@ -181,6 +188,9 @@ class StreamWorker:
             mine = all_offs[all_parts == p]
             first[p], nxt[p] = int(mine.min()), int(mine.max()) + 1
         for p, f in first.items():
+            if self._file_end.get((src.topic, p)) != f:  # (re)started, rebalanced or sought: not where we left off
+                drop_files_after(self.root, src, src.topic, p, f)
+            self._file_end[(src.topic, p)] = nxt[p]
             name = f"{src.topic}-{p}-{f:020d}"
             write_event_files(self.root, src, table.filter(pa.array(parts == p)) if len(first) > 1 else table, name)
             write_dead_letters(self.root, src, [d for d in dead if d.partition == p], name)

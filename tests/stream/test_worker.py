@@ -54,3 +54,40 @@ def test_metrics_status_and_dead_letters(kafka_broker: KafkaBroker, tmp_path: Pa
     assert dead[0]["reason"].startswith("not JSON") and "timestamp" in dead[1]["reason"]
     assert dead[0]["payload"] == b"oops"
     store.close()
+
+
+def test_files_of_a_killed_run_past_the_state_are_replaced_not_kept(kafka_broker: KafkaBroker, tmp_path: Path) -> None:
+    """A worker killed after writing event files whose state never became durable reads
+    those offsets again, in batches whose edges need not match: the old files go."""
+    topic = kafka_broker.create_topic(topic_name("r"), partitions=1)
+    repo = make_repo(tmp_path / "repo", topic=topic, bootstrap=kafka_broker.bootstrap)
+    store = FeatureStore(repo)
+    store.apply()
+    now = time.time()
+    kafka_broker.produce(topic, [orjson.dumps({"user_id": i % 3, "amount": 1.0 + i, "merchant_id": i,
+                                               "event_timestamp": now - i}) for i in range(40)], [b"k"] * 40)
+    offline = repo / "data/offline"
+    day = time.strftime("%Y-%m-%d", time.gmtime(now))
+    stale = offline / f"events/transactions/date={day}"
+    stale.mkdir(parents=True)
+    for first in (15, 30):  # what a killed run with other batch edges left: offsets 15.. and 30..
+        pq.write_table(pq.read_table(_one_event_file(now)), stale / f"{topic}-0-{first:020d}.parquet")
+    ghost = offline / f"events/transactions/date={day}/other-0-{30:020d}.parquet"  # another topic: kept
+    pq.write_table(pq.read_table(_one_event_file(now)), ghost)
+    worker = StreamWorker([store.get_feature_view("user_tx")], store.online, offline,
+                          options={"consumer": CONSUMER, "batch_size": 8})
+    worker.run(idle_exit=0.5, max_seconds=60)
+    files = sorted(stale.glob(f"{topic}-0-*.parquet"))
+    assert sum(pq.read_metadata(f).num_rows for f in files) == 40  # each event once, none of the stale rows
+    assert ghost.exists()
+    store.close()
+
+
+def _one_event_file(now: float) -> Path:
+    import tempfile
+
+    import pyarrow as pa
+
+    f = Path(tempfile.mkdtemp()) / "e.parquet"
+    pq.write_table(pa.table({"user_id": [1], "amount": [1.0], "merchant_id": [1]}), f)
+    return f
