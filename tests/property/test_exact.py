@@ -114,7 +114,8 @@ def test_duckdb_sql_equals_numpy_bit_for_bit(rows: list[tuple[int, float | None]
     con = duckdb.connect()
     con.execute("CREATE TABLE t (g INTEGER, c DOUBLE)")
     con.executemany("INSERT INTO t VALUES (?, ?)", rows)
-    exprs = [E.sql_template(f).format(c='"c"', w='"c" IS NOT NULL', err="'too large'") for f in ("sum", "mean", "stddev")]
+    exprs = [E.sql_template(f).format(c='"c"', w='"c" IS NOT NULL', err="'too large'")
+             for f in ("sum", "mean", "stddev")]
     got = {g: vals for g, *vals in con.execute(f"SELECT g, {', '.join(exprs)} FROM t GROUP BY g").fetchall()}
     for g in got:
         vals = [v for k, v in rows if k == g and v is not None]
