@@ -45,6 +45,7 @@ LIMB_BITS = 26
 LIMBS = 5  # 5 x 26 bits hold |X| < 2**127, the HUGEINT range
 LIMIT = 2**127
 _UNITS = [float(2 ** (LIMB_BITS * k)) for k in range(LIMBS)]
+_INVERSE = [1.0 / u for u in _UNITS]  # powers of two: multiplying by them divides exactly
 
 
 def limbs(x: np.ndarray, finite: np.ndarray | None = None) -> np.ndarray:
@@ -52,16 +53,22 @@ def limbs(x: np.ndarray, finite: np.ndarray | None = None) -> np.ndarray:
     (by default ``isfinite(x)``) is false, NaN where ``x`` is out of range."""
     x = np.asarray(x, dtype="float64")
     ok = np.isfinite(x) if finite is None else finite
+    out = np.zeros((LIMBS, len(x)), dtype="float64")
     with np.errstate(invalid="ignore", over="ignore"):
         r = x * float(SCALE)  # exact: a power of two
         fits = np.abs(r) < float(LIMIT)  # false for NaN and inf too
-        r = np.where(fits & ok, r, 0.0)
-        out = np.empty((LIMBS, len(x)), dtype="float64")
-        for k in range(LIMBS - 1, -1, -1):  # each step exact: quotients by powers of two, truncations, differences
-            d = np.trunc(r / _UNITS[k])
+        use = fits & ok
+        if not use.all():
+            r = np.where(use, r, 0.0)
+        top = float(np.abs(r).max()) if len(r) else 0.0
+        for k in range(LIMBS - 1, -1, -1):  # each step exact: products by powers of two, truncations, differences
+            if k and top < _UNITS[k]:
+                continue  # every limb k is 0 (most values need 3 limbs)
+            d = np.trunc(r * _INVERSE[k])
             out[k] = d
-            r = r - d * _UNITS[k]
-    out[:, ok & ~fits] = np.nan
+            r -= d * _UNITS[k]
+    if not use.all():
+        out[:, ok & ~fits] = np.nan
     return out
 
 
