@@ -125,7 +125,7 @@ class NullLog:
 
     written = dropped = 0
 
-    def log(self, plan: Any, response: Any, now_us: int | None = None) -> None:
+    def log(self, plan: Any, response: Any, now_us: int | None = None, request: Any = None) -> None:
         pass
 
     def flush(self) -> int:
