@@ -7,19 +7,25 @@ hold and that merge in any order:
 stat   init (one event, value v)            merge
 ====== ==================================== ==========================
 n      1 if v is not null else 0            add
-s      v (0 when null)                      add
-q      v * v (0 when null)                  add
+f      1 if v is finite else 0              add
+s0-s4  the limbs of trunc(v * 2**52)        add
+q0-q4  the limbs of trunc(v * v * 2**52)    add
 min    v                                    smallest
 max    v                                    largest
 last   (event time, v)                      greatest (time, v)
 set    {v}                                  union
 ====== ==================================== ==========================
 
+``sum``, ``mean`` and ``stddev`` are exact sums of integers (``exact`` holds the
+definition, the limbs and the SQL): equal online and offline, bit for bit, in
+any order of additions; they skip non-finite values as they skip nulls.
+
 ``FUNCTIONS`` says which stats each function needs and how it finalizes.
 The stream path (tiles online), request-time reads and the offline SQL all
 come from this one table; ``sql_expression`` gives the offline engine the
 same meaning in SQL (nulls ignored, empty window: count 0 and null others,
-``last`` ties broken by the greater value, ``stddev`` the sample deviation).
+``last`` ties broken by the greater value, ``stddev`` the sample deviation, by
+the formula of ``exact``).
 
 A state table has one row per group, an ``owner`` column (the group), and
 one column per stat named ``{column}.{stat}`` (``last`` has ``.last_ts`` and
@@ -35,15 +41,20 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from quiver.aggregation import exact as E
 from quiver.definitions.aggregation import Aggregation
 
 __all__ = [
+    "ADDITIVE",
     "FUNCTIONS",
     "Function",
     "Stat",
+    "additive_values",
     "finalize",
+    "finish_exact",
     "init_states",
     "merge_states",
+    "sql_error",
     "sql_expression",
     "stats_for",
 ]
@@ -56,7 +67,7 @@ class Stat:
     """One partial aggregate of one source column."""
 
     column: str
-    kind: str  # n, s, q, min, max, last, set
+    kind: str  # n, f, s0-s4, q0-q4, min, max, last, set
 
     @property
     def name(self) -> str:
@@ -66,18 +77,24 @@ class Stat:
 @dataclass(frozen=True, slots=True)
 class Function:
     stats: tuple[str, ...]
-    sql: str  # offline SQL over the window's rows; {c} is the quoted column, {ts} the event time
+    # offline SQL over the window's rows: {c} the quoted column, {ts} the event time,
+    # {w} the condition on the rows (the window, not null), {err} the out-of-range message
+    sql: str
 
+
+SUM_LIMBS = tuple(f"s{k}" for k in range(E.LIMBS))
+SQUARE_LIMBS = tuple(f"q{k}" for k in range(E.LIMBS))
+ADDITIVE = frozenset({"n", "f", *SUM_LIMBS, *SQUARE_LIMBS})  # stats that merge by adding
 
 FUNCTIONS: dict[str, Function] = {
-    "count": Function(("n",), "count({c})"),
-    "sum": Function(("n", "s"), "sum({c})"),
-    "mean": Function(("n", "s"), "avg({c})"),
-    "min": Function(("min",), "min({c})"),
-    "max": Function(("max",), "max({c})"),
-    "stddev": Function(("n", "s", "q"), "stddev_samp({c})"),
-    "last": Function(("last",), "arg_max({c}, ({ts}, {c})) FILTER (WHERE {c} IS NOT NULL)"),
-    "count_distinct": Function(("set",), "count(DISTINCT {c})"),
+    "count": Function(("n",), "count({c}) FILTER (WHERE {w})"),
+    "sum": Function(("f", *SUM_LIMBS), E.sql_template("sum")),
+    "mean": Function(("f", *SUM_LIMBS), E.sql_template("mean")),
+    "min": Function(("min",), "min({c}) FILTER (WHERE {w})"),
+    "max": Function(("max",), "max({c}) FILTER (WHERE {w})"),
+    "stddev": Function(("f", *SUM_LIMBS, *SQUARE_LIMBS), E.sql_template("stddev")),
+    "last": Function(("last",), "arg_max({c}, ({ts}, {c})) FILTER (WHERE {w})"),
+    "count_distinct": Function(("set",), "count(DISTINCT {c}) FILTER (WHERE {w})"),
 }
 
 
@@ -94,8 +111,15 @@ def stats_for(aggregations: Sequence[Aggregation]) -> list[Stat]:
 
 def sql_expression(agg: Aggregation, ts: str = "event_timestamp") -> str:
     """The offline SQL aggregate for ``agg`` (DuckDB dialect), same meaning as the tiles."""
-    expr = FUNCTIONS[agg.function].sql.format(c=f'"{agg.column}"', ts=f'"{ts}"')
+    c = f'"{agg.column}"'
+    expr = FUNCTIONS[agg.function].sql.format(c=c, ts=f'"{ts}"', w=f"{c} IS NOT NULL",
+                                              err=sql_error(agg.name, agg.column))
     return f"coalesce({expr}, 0)" if agg.function in ("count", "count_distinct") else expr
+
+
+def sql_error(feature: str, column: str) -> str:
+    """The out-of-range message of exact sums as an SQL string literal."""
+    return "'" + str(E.out_of_range(feature, column)).replace("'", "''") + "'"
 
 
 # -- init: events -> one state row per event ----------------------------------------
@@ -105,18 +129,32 @@ def _numeric(col: pa.ChunkedArray | pa.Array) -> pa.Array:
     return pc.cast(col, pa.float64()) if not pa.types.is_floating(col.type) else col
 
 
+def additive_values(v: np.ndarray, kinds: Sequence[str]) -> dict[str, np.ndarray]:
+    """Each value's contribution to the exact-sum stats ``kinds`` (``f``, ``s*``, ``q*``)
+    of float64 values ``v`` (NaN for null)."""
+    ok = np.isfinite(v)
+    out: dict[str, np.ndarray] = {"f": ok.astype("float64")}
+    if any(k in SUM_LIMBS for k in kinds):
+        out.update(zip(SUM_LIMBS, E.limbs(v, ok)))
+    if any(k in SQUARE_LIMBS for k in kinds):
+        with np.errstate(over="ignore", invalid="ignore"):
+            out.update(zip(SQUARE_LIMBS, E.limbs(v * v, ok)))
+    return out
+
+
 def init_states(events: pa.Table, stats: Sequence[Stat], owner: pa.Array | np.ndarray, ts: str) -> pa.Table:
     """One state row per event (the ``init`` of the algebra)."""
     cols: dict[str, pa.Array | np.ndarray] = {OWNER: owner}
+    exact: dict[str, dict[str, np.ndarray]] = {}  # per column: its values' exact-sum stats
     for st in stats:
         v = events.column(st.column)
         if st.kind == "n":
             cols[st.name] = pc.cast(pc.is_valid(v), pa.int64())
-        elif st.kind == "s":
-            cols[st.name] = pc.fill_null(_numeric(v), 0.0)
-        elif st.kind == "q":
-            x = pc.fill_null(_numeric(v), 0.0)
-            cols[st.name] = pc.multiply(x, x)
+        elif st.kind in ADDITIVE:
+            if st.column not in exact:
+                x = pc.fill_null(_numeric(v), np.nan).to_numpy(zero_copy_only=False)
+                exact[st.column] = additive_values(x, [s.kind for s in stats if s.column == st.column])
+            cols[st.name] = exact[st.column][st.kind]
         elif st.kind in ("min", "max"):
             cols[st.name] = v
         elif st.kind == "last":
@@ -130,7 +168,7 @@ def init_states(events: pa.Table, stats: Sequence[Stat], owner: pa.Array | np.nd
 
 # -- merge: state rows -> one state row per owner ------------------------------------
 
-_ARROW_MERGE = {"n": "sum", "s": "sum", "q": "sum", "min": "min", "max": "max"}
+_ARROW_MERGE = {**{k: "sum" for k in ADDITIVE}, "min": "min", "max": "max"}
 
 
 def merge_states(states: pa.Table, stats: Sequence[Stat]) -> pa.Table:
@@ -140,7 +178,7 @@ def merge_states(states: pa.Table, stats: Sequence[Stat]) -> pa.Table:
     aggs: list[tuple[str, str] | tuple[str, str, pc.FunctionOptions]] = []
     for st in stats:
         if st.kind in _ARROW_MERGE:
-            opts = pc.ScalarAggregateOptions(skip_nulls=True, min_count=0 if st.kind in ("n", "s", "q") else 1)
+            opts = pc.ScalarAggregateOptions(skip_nulls=True, min_count=0 if st.kind in ADDITIVE else 1)
             aggs.append((st.name, _ARROW_MERGE[st.kind], opts))
     out = states.group_by(OWNER, use_threads=False).aggregate(aggs)
     out = out.rename_columns([_strip(c, stats) for c in out.column_names]).sort_by(OWNER)
@@ -205,18 +243,11 @@ def finalize(states: pa.Table, agg: Aggregation, out_type: pa.DataType | None = 
     elif f == "count_distinct":
         res = pc.fill_null(pc.list_value_length(col("set")), 0)
     elif f in ("sum", "mean", "stddev"):
-        n = pc.fill_null(col("n"), 0).to_numpy(zero_copy_only=False).astype("float64")
-        s = pc.fill_null(col("s"), 0.0).to_numpy(zero_copy_only=False).astype("float64")
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if f == "sum":
-                vals, ok = s, n > 0
-            elif f == "mean":
-                vals, ok = s / n, n > 0
-            else:
-                q = pc.fill_null(col("q"), 0.0).to_numpy(zero_copy_only=False).astype("float64")
-                var = np.maximum((q - s * s / n) / (n - 1), 0.0)
-                vals, ok = np.sqrt(var), n > 1
-        res = pa.array(vals, mask=~ok)
+        def arr(kind: str) -> np.ndarray:
+            return np.asarray(pc.fill_null(col(kind), 0.0).to_numpy(zero_copy_only=False), dtype="float64")
+
+        q = np.stack([arr(k) for k in SQUARE_LIMBS], axis=1) if f == "stddev" else None
+        res = finish_exact(agg, arr("f"), np.stack([arr(k) for k in SUM_LIMBS], axis=1), q)
     elif f in ("min", "max"):
         res = col(f)
     elif f == "last":
@@ -226,3 +257,12 @@ def finalize(states: pa.Table, agg: Aggregation, out_type: pa.DataType | None = 
     if out_type is not None and res.type != out_type:
         res = pc.cast(res, out_type, safe=False)
     return res
+
+
+def finish_exact(agg: Aggregation, n: np.ndarray, s: np.ndarray, q: np.ndarray | None) -> pa.Array:
+    """``sum``/``mean``/``stddev`` per row from the finite counts ``n`` and the limb sums
+    ``s`` and ``q`` (rows x limbs): ``exact.finish`` on each row, exact Python ints."""
+    ns, ss = n.tolist(), s.tolist()
+    qs = q.tolist() if q is not None else [None] * len(ns)
+    return pa.array([E.finish(agg.function, a, b, c, agg.name, agg.column) for a, b, c in zip(ns, ss, qs)],
+                    pa.float64())

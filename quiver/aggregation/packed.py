@@ -1,4 +1,5 @@
-"""Packed tiles: the additive stats (n, s, q) of one storage group as float64 slots.
+"""Packed tiles: the additive stats (n, f and the limbs of exact sums) of one storage
+group as float64 slots.
 
 A store can keep the tiles of one group (``windows.GROUP``: the minutes of an
 hour, the hours of a day, the days of 32) for one entity as a single byte
@@ -6,8 +7,8 @@ string of little-endian float64 slots, ``slot = tile_in_group * width + stat``
 (``width`` = the number of additive stats), zero where nothing was added. Reading
 a window is then one multi-key fetch of a few short strings, and the fold is a
 few slice sums: no per-tile field names, no text numbers. Merging a batch adds
-its deltas slot by slot (order does not matter), which is what the stores' merge
-script does.
+its deltas slot by slot (order does not matter: every slot holds integer-valued
+sums below 2**53, see ``exact``), which is what the stores' merge script does.
 
 ``slots`` gives a batch's deltas per group key in that layout; ``PackedReader``
 turns a read plan into the keys to fetch and folds what comes back.
@@ -23,11 +24,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from quiver.aggregation import exact as E
+from quiver.aggregation import functions as F
 from quiver.aggregation import windows as W
 
 __all__ = ["ADDITIVE", "PackedReader", "Slots", "slots"]
 
-ADDITIVE = frozenset({"n", "s", "q"})  # stats that merge by adding: packed
+ADDITIVE = F.ADDITIVE  # stats that merge by adding: packed
 _ADDITIVE_FUNCTIONS = frozenset({"count", "sum", "mean", "stddev"})
 
 
@@ -93,6 +96,13 @@ class PackedReader:
             kinds = [(st.kind, self.positions[i]) for i, st in enumerate(stats) if st.column == c and st.kind in ADDITIVE]
             if kinds:
                 self._raw_stats.append((f"c{j}", kinds))
+        # per column: the slots of its finite count and of the limbs of its sum and sum of squares
+        self._exact: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
+        for c in self._columns:
+            pos = self._stat_pos
+            self._exact[c] = (pos.get(f"{c}.f", -1),
+                              np.asarray([pos.get(f"{c}.{k}", -1) for k in F.SUM_LIMBS], dtype="int64"),
+                              np.asarray([pos.get(f"{c}.{k}", -1) for k in F.SQUARE_LIMBS], dtype="int64"))
         self._cache: dict[tuple[Any, ...], Any] = {}
 
     @staticmethod
@@ -146,22 +156,25 @@ class PackedReader:
         tiles = np.frombuffer(b"".join([(d or b"").ljust(n, b"\0") for d, n in zip(packed, sizes)]),
                               dtype="<f8").reshape(-1, self.width)
         rec = np.frombuffer(raw, dtype=self.raw_dtype) if raw else None
-        columns = []  # per raw value column: event times and values of its non-null events
+        columns = []  # per raw value column: event times of its non-null events and their slot deltas
         for field, kinds in self._raw_stats if rec is not None else ():
             v = rec[field]  # type: ignore[index]
             ok = ~np.isnan(v)  # NaN: null
-            columns.append((rec["ts"][ok], v[ok], kinds))  # type: ignore[index]
+            v = v[ok]
+            exact = F.additive_values(v, [k for k, _ in kinds])
+            delta = np.zeros((len(v), self.width))
+            for kind, p in kinds:
+                delta[:, p] = 1.0 if kind == "n" else exact[kind]
+            columns.append((rec["ts"][ok], delta))  # type: ignore[index]
         out: dict[str, object] = {}
         for cov, idx, wanted in zip(plan.covers.values(), rows, aggs):  # type: ignore[attr-defined]
             acc = tiles[idx].sum(axis=0) if len(idx) else np.zeros(self.width)
             a, b = cov.aligned
-            for ts, v, kinds in columns:  # the raw events of the partial tiles at the edges
+            for ts, delta in columns:  # the raw events of the partial tiles at the edges
                 keep = (ts >= cov.start) & (ts < cov.end)
                 if a < b:
                     keep &= (ts < a) | (ts >= b)
-                v = v[keep]
-                for kind, p in kinds:
-                    acc[p] += len(v) if kind == "n" else (v.sum() if kind == "s" else (v * v).sum())
+                acc += keep.astype("float64") @ delta  # integer-valued sums below 2**53: exact in any order
             for agg in wanted:
                 out[agg.name] = self._finalize(agg, acc)
         return out
@@ -169,13 +182,8 @@ class PackedReader:
     def _finalize(self, agg: object, acc: np.ndarray) -> object:
         """``functions.finalize`` for one entity: empty window -> count 0, others null."""
         c, f = agg.column, agg.function  # type: ignore[attr-defined]
-        n = float(acc[self._stat_pos[f"{c}.n"]])
         if f == "count":
-            return int(round(n))
-        s = float(acc[self._stat_pos[f"{c}.s"]])
-        if f == "sum":
-            return s if n > 0 else None
-        if f == "mean":
-            return s / n if n > 0 else None
-        q = float(acc[self._stat_pos[f"{c}.q"]])
-        return float(np.sqrt(max((q - s * s / n) / (n - 1), 0.0))) if n > 1 else None
+            return int(round(float(acc[self._stat_pos[f"{c}.n"]])))
+        n, s, q = self._exact[c]
+        return E.finish(f, float(acc[n]), acc[s].tolist(), acc[q].tolist() if f == "stddev" else None,
+                        agg.name, c)  # type: ignore[attr-defined]

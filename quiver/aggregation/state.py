@@ -43,7 +43,7 @@ _EMPTY_CELLS = pa.table({"entity": pa.array([], pa.int64()), "level": pa.array([
                          "ts": pa.array([], pa.int64()), "val": pa.array([], pa.float64()),
                          "sval": pa.array([], pa.string())})
 _FAST = frozenset({"count", "sum", "mean", "stddev", "min", "max"})
-MERGE_OP = {"n": "+", "s": "+", "q": "+", "min": "<", "max": ">", "last": "L", "set": "D"}
+MERGE_OP = {**{k: "+" for k in F.ADDITIVE}, "min": "<", "max": ">", "last": "L", "set": "D"}
 KEY_SEP = "\x1f"
 
 
@@ -225,6 +225,9 @@ class StateLayout:
                 if st.kind == "set":
                     rows = pc.list_parent_indices(col).to_numpy()
                     col = pc.list_flatten(col)
+                elif st.kind in F.ADDITIVE:  # adding zero changes nothing (most high limbs): no cell
+                    rows = np.flatnonzero(col.to_numpy(zero_copy_only=False) != 0)
+                    col = col.take(pa.array(rows))
                 elif st.kind in ("min", "max", "last"):
                     rows = np.flatnonzero(pc.is_valid(col).to_numpy(zero_copy_only=False))
                     col = col.take(pa.array(rows))
@@ -242,7 +245,7 @@ class StateLayout:
                tss: pa.Array | None) -> pa.Table:
         n = len(ent)
         vt = self.value_types[st.column]
-        numeric = st.kind in ("n", "s", "q") or pa.types.is_integer(vt) or pa.types.is_floating(vt)
+        numeric = st.kind in F.ADDITIVE or pa.types.is_integer(vt) or pa.types.is_floating(vt)
         return pa.table({
             "entity": pa.array(ent, pa.int64()),
             "level": pa.array(np.full(n, level, dtype="int64")),
@@ -390,6 +393,8 @@ class StateLayout:
         stat_mask = [cstat == i for i in range(len(self.stats))]
         raw_val = {c: rec[f"c{j}"] for j, c in enumerate(self.columns)} if rec is not None else {}
         raw_ok = {c: ~np.isnan(v) for c, v in raw_val.items()}
+        raw_exact = {c: F.additive_values(v, [st.kind for st in self.stats if st.column == c])
+                     for c, v in raw_val.items()}  # each raw event's exact-sum stats
         one = n_keys == 1  # a request for one entity: plain sums beat bincount
 
         def total(rows: np.ndarray, w: np.ndarray | None, n_rows: int) -> np.ndarray:
@@ -409,8 +414,8 @@ class StateLayout:
                 rsel = keep & raw_ok[st.column] if rec is not None else keep
                 rv = raw_val[st.column][rsel] if rec is not None else np.empty(0)
                 rr = rrow[rsel]
-                if st.kind in ("n", "s", "q"):
-                    x = None if st.kind == "n" else (rv if st.kind == "s" else rv * rv)
+                if st.kind in F.ADDITIVE:
+                    x = None if st.kind == "n" else (raw_exact[st.column][st.kind][rsel] if rec is not None else rv)
                     acc[st.name] = total(crow[sel], cval[sel], 0) + total(rr, x, len(rr))
                 else:
                     fill, fn = (np.inf, np.minimum) if st.kind == "min" else (-np.inf, np.maximum)
@@ -438,7 +443,7 @@ class StateLayout:
             vt = self.value_types[st.column]
             if st.kind == "n":
                 fields.append(pa.field(st.name, pa.int64()))
-            elif st.kind in ("s", "q"):
+            elif st.kind in F.ADDITIVE:
                 fields.append(pa.field(st.name, pa.float64()))
             elif st.kind == "last":
                 fields += [pa.field(st.name + "_ts", pa.int64()), pa.field(st.name, vt)]
@@ -465,7 +470,7 @@ class StateLayout:
                 vals_i = [[v] if s == i else [] for s, v in zip(stats, vals)]
                 cols[st.name] = pa.array(vals_i, f.type)
                 continue
-            if st.kind in ("n", "s", "q"):
+            if st.kind in F.ADDITIVE:
                 arr = np.asarray([v if s == i else 0 for s, v in zip(stats, vals)], dtype="float64")
                 cols[st.name] = pa.array(arr).cast(f.type, safe=False)
                 continue
@@ -502,17 +507,10 @@ def _finalize_np(agg: Aggregation, acc: dict[str, np.ndarray], value_type: pa.Da
     elif f in ("min", "max"):
         v = acc[f"{c}.{f}"]
         res = pa.array(v, mask=np.isinf(v) & ((v > 0) if f == "min" else (v < 0))).cast(value_type, safe=False)
-    else:
-        s = acc[f"{c}.s"]
-        with np.errstate(divide="ignore", invalid="ignore"):
-            if f == "sum":
-                vals, ok = s, n > 0
-            elif f == "mean":
-                vals, ok = s / n, n > 0
-            else:
-                q = acc[f"{c}.q"]
-                vals, ok = np.sqrt(np.maximum((q - s * s / n) / (n - 1), 0.0)), n > 1
-        res = pa.array(vals, mask=~ok)
+    else:  # sum, mean, stddev: exact sums (``exact``)
+        s = np.stack([acc[f"{c}.{k}"] for k in F.SUM_LIMBS], axis=1)
+        q = np.stack([acc[f"{c}.{k}"] for k in F.SQUARE_LIMBS], axis=1) if f == "stddev" else None
+        res = F.finish_exact(agg, acc[f"{c}.f"], s, q)
     return res if res.type == out_type else res.cast(out_type, safe=False)
 
 

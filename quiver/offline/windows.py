@@ -7,7 +7,11 @@ per shorter window; the same SQL serves training rows and ``materialize``
 semantics, like ``quiver.testing.reference``): ``count`` counts non-null
 values, ``last`` is the latest non-null value (ties on event time broken by
 created time), ``stddev`` is the sample standard deviation (null below two
-values). An empty window gives count 0 and null for the others.
+values). An empty window gives count 0 and null for the others. ``sum``,
+``mean`` and ``stddev`` are the exact sums of ``quiver.aggregation.exact``
+(HUGEINT sums of ``trunc(v * 2**52)``), equal to the online state's bit for bit;
+a value too large for them fails the query with an ``InputError`` naming the
+feature.
 """
 
 from __future__ import annotations
@@ -15,10 +19,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING
 
+import duckdb
 import pyarrow as pa
 
 from quiver import types
-from quiver.aggregation.functions import FUNCTIONS
+from quiver.aggregation.functions import FUNCTIONS, sql_error
+from quiver.errors import InputError
 from quiver.definitions import Aggregation, FeatureView
 from quiver.offline.scan import duck_type, ident, lit
 from quiver.plan.retrieval import row_numbers
@@ -40,11 +46,12 @@ def aggregate_expr(a: Aggregation, x: str, t: str, max_window: timedelta, input_
     conds = [f"{col} IS NOT NULL"]
     if a.window < max_window:
         conds.append(f"{x}.event_timestamp >= {t} - to_microseconds({micros(a.window)})")
-    flt = f" FILTER (WHERE {' AND '.join(conds)})"
+    where = " AND ".join(conds)
     if a.function == "last":  # DESIGN §2's tie-break on equal event times: the greatest created time
-        expr = f"arg_max({col}, ({x}.event_timestamp, {x}.created_timestamp)){flt}"
+        expr = f"arg_max({col}, ({x}.event_timestamp, {x}.created_timestamp)) FILTER (WHERE {where})"
     else:  # the same SQL the aggregation algebra declares for its tiles
-        expr = FUNCTIONS[a.function].sql.format(c=col, ts=f"{x}.event_timestamp") + flt
+        expr = FUNCTIONS[a.function].sql.format(c=col, ts=f"{x}.event_timestamp", w=where,
+                                                err=sql_error(a.name, a.column))
     in_t = types.from_arrow(input_type) if input_type is not None else None
     return f"CAST({expr} AS {duck_type(a.output_dtype(in_t))})"
 
@@ -103,4 +110,7 @@ def aggregates_at(engine: DuckDBEngine, view: FeatureView, gen: Generation, late
             f"{', '.join(finish(aggs, 'w'))}, l.event_timestamp, l.created_timestamp "
             f"FROM __latest l LEFT JOIN w USING (__row) ORDER BY l.__row"
         )
-        return cur.sql(q, params=[end]).to_arrow_table()
+        try:
+            return cur.sql(q, params=[end]).to_arrow_table()
+        except duckdb.InvalidInputException as e:  # raised by the exact sums' error(): a value out of range
+            raise InputError(str(e).removeprefix("Invalid Input Error: ")) from None

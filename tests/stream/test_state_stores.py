@@ -14,6 +14,7 @@ import pytest
 from quiver import Aggregation, Entity, FeatureView, PushSource, types
 from quiver.aggregation.state import StateLayout
 from quiver.config import RepoConfig
+from quiver.errors import InputError
 from quiver.testing.reference import window_aggregate
 
 USER = Entity(name="user", join_keys=["user_id"])
@@ -46,7 +47,7 @@ def events(n: int, seed: int) -> list[dict]:
     now = datetime.now(UTC)
     out = []
     for i in range(n):
-        amount = None if rng.random() < 0.05 else float(rng.integers(-50, 50))
+        amount = None if rng.random() < 0.05 else round(float(rng.normal(0, 40)), 2)  # cents: inexact binary
         out.append({"user_id": int(rng.integers(0, 4)), "amount": amount,
                     "country": str(rng.choice(["DE", "FR", "US", "JP"])),
                     "event_timestamp": now - timedelta(microseconds=int(rng.integers(0, 26 * 3600 * 10**6)))})
@@ -81,18 +82,42 @@ def test_store_state_equals_oracle(kind: str, aggs: list[Aggregation], tmp_path:
         got = store.read_aggregates(view, pa.table({"user_id": users}), None, at).to_pylist()
         want = window_aggregate([{"user_id": u, "event_timestamp": at} for u in users], evs, ["user_id"], refs)
         for g, w in zip(got, want, strict=True):
-            for name in w:
-                if name.startswith("amount_stddev") and w[name] is not None:
-                    assert g[name] == pytest.approx(w[name], rel=1e-9), name
-                else:
-                    assert g[name] == w[name], (kind, at - now, name, g[name], w[name])
+            for name in w:  # exactly, sums and deviations included (exact sums)
+                assert g[name] == w[name], (kind, at - now, name, g[name], w[name])
         for u, w in zip(users, want):  # one key per read: the path a single request takes
             one = store.read_aggregates(view, pa.table({"user_id": [u]}), None, at).to_pylist()[0]
             assert one.keys() == w.keys()
             for name in w:
-                assert one[name] == pytest.approx(w[name], rel=1e-9) if name.startswith("amount_stddev") \
-                    and w[name] is not None else one[name] == w[name], (kind, u, name)
+                assert one[name] == w[name], (kind, u, name)
     store.delete_aggregates("v")
     empty = store.read_aggregates(view, pa.table({"user_id": [0]}), None, now).to_pylist()[0]
     assert all(v in (0, None) for v in empty.values())
+    store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("aggs", [[a for a in NUMERIC if a.function != "count_distinct"], ADDITIVE],
+                         ids=["numeric", "additive"])
+def test_non_finite_values_are_skipped_and_huge_ones_refused(kind: str, aggs: list[Aggregation], tmp_path: Path,
+                                                              request: pytest.FixtureRequest) -> None:
+    """sum, mean and stddev skip NaN and +-inf (tiles and raw edges alike); a value too large
+    for an exact sum makes the read fail with an InputError naming the feature, not a wrong number."""
+    store = open_store(kind, tmp_path, request)
+    view = FeatureView(name="v", entities=[USER], source=PushSource("s"), aggregations=aggs)
+    lay = StateLayout(view)
+    now = datetime.now(UTC)
+    rows = [(0, v, now - timedelta(minutes=m)) for v, m in ((1.5, 90), (float("nan"), 80), (float("inf"), 3),
+                                                            (-float("inf"), 95), (2.25, 1), (0.1, 2))]
+    rows += [(1, 1.0, now - timedelta(minutes=5)), (1, 4e22, now - timedelta(minutes=70))]
+    table = pa.table({"user_id": [r[0] for r in rows], "amount": [r[1] for r in rows],
+                      "event_timestamp": pa.array([r[2] for r in rows], pa.timestamp("us", tz="UTC"))})
+    store.write_aggregates([lay.write(table)], {"t/0": 1})
+    got = store.read_aggregates(view, pa.table({"user_id": [0]}), None, now).to_pylist()[0]
+    evs = [{"user_id": u, "amount": v, "event_timestamp": t} for u, v, t in rows if u == 0]
+    refs = [(a.column, a.function, a.window, a.name) for a in aggs if a.function in ("sum", "mean", "stddev")]
+    want = window_aggregate([{"user_id": 0, "event_timestamp": now}], evs, ["user_id"], refs)[0]
+    assert want["amount_sum_1d"] == pytest.approx(3.85)  # the finite values only
+    assert {k: got[k] for k in want} == want
+    with pytest.raises(InputError, match="amount_sum_2h"):
+        store.read_aggregates(view, pa.table({"user_id": [1]}), None, now)
     store.close()
