@@ -349,8 +349,8 @@ class RedisOnlineStore:
         if batch:
             self._client.unlink(*batch)
     # -- aggregation state (streaming) ---------------------------------------------------
-    # Owned by the streaming work (quiver.ingest.stream). The additive stats (count, sum,
-    # sum of squares) of one (view, entity, level, group) are one string of float64 slots
+    # Owned by the streaming work (quiver.ingest.stream). The additive stats (counts, the
+    # limbs of exact sums) of one (view, entity, level, group) are one string of float64 slots
     # (quiver.aggregation.packed) that a read fetches whole; min, max, last live in a hash
     # per group and distinct sets in a set per group; raw edge events in one string per
     # minute bucket (or a list, for text values). Every key carries its entity in a hash
