@@ -4,9 +4,9 @@ For each feature list in the served-vector log, the logged rows become an
 entity dataframe (join keys, ``event_timestamp`` = the request time) for
 ``get_historical_features``; per feature, the share of rows whose served value
 differs from the recomputed one is reported with examples. Values must match
-exactly, except floating-point aggregates (sum, mean, stddev) and on-demand
-outputs, compared to a relative 1e-9, since the stream and the batch path may
-add in another order. On-demand outputs are recomputed by
+exactly (window sums are exact on both paths, ``quiver.aggregation.exact``),
+except on-demand outputs, compared to a relative 1e-9: a Python function's
+float arithmetic over a row and over a column may round differently. On-demand outputs are recomputed by
 ``get_historical_features`` too (it runs the same function), from the request
 values logged with them (columns ``__request.{field}``, given to it as entity
 columns); an on-demand feature whose request fields were not logged is listed
@@ -111,14 +111,9 @@ def _comparable(store: Any, refs: dict[str, str], request: list[str], skipped: d
 
 
 def _tolerant(store: Any, ref: str) -> bool:
-    view_name, _, feat = ref.partition(":")
-    view = store.registry.get_view(view_name.split("@")[0])
-    if not hasattr(view, "aggregations"):
-        return True  # on-demand output: a Python function's float arithmetic
-    for a in view.aggregations:
-        if a.name == feat:
-            return a.function in ("sum", "mean", "stddev")
-    return False
+    """Only an on-demand output (a Python function's float arithmetic) gets a tolerance."""
+    view = store.registry.get_view(ref.partition(":")[0].split("@")[0])
+    return not hasattr(view, "aggregations")
 
 
 def _differs(served: pa.ChunkedArray, expected: pa.ChunkedArray, tolerant: bool) -> pa.ChunkedArray:

@@ -132,6 +132,9 @@ def run_plan(engine: DuckDBEngine, plan: RetrievalPlan, ent: EntityInput) -> pa.
         cur.register("__entities", ent.table)
         sql = build_sql(engine, cur, plan, ent)
         reader = cur.sql(sql).to_arrow_reader(BATCH_ROWS)
+    except duckdb.InvalidInputException as e:  # e.g. the exact sums' error(): a value out of range
+        cur.close()
+        raise InputError(str(e).removeprefix("Invalid Input Error: ")) from None
     except BaseException:
         cur.close()
         raise
@@ -139,6 +142,8 @@ def run_plan(engine: DuckDBEngine, plan: RetrievalPlan, ent: EntityInput) -> pa.
     def batches() -> Iterator[pa.RecordBatch]:
         try:
             yield from reader
+        except duckdb.InvalidInputException as e:
+            raise InputError(str(e).removeprefix("Invalid Input Error: ")) from None
         finally:
             cur.close()
 
