@@ -13,6 +13,7 @@ from __future__ import annotations
 import builtins
 
 import json
+import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -80,7 +81,15 @@ def _aware(d: datetime) -> datetime:
 def _sqlite_connect(dbapi_conn: Any, _: Any) -> None:
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA busy_timeout=30000")  # first: switching to WAL may wait for another process
-    cur.execute("PRAGMA journal_mode=WAL")
+    for attempt in range(200):  # WAL is kept in the file: only the first connection of a new registry switches,
+        try:  # and that switch can fail at once, without the busy handler, while another process makes it
+            if str(cur.execute("PRAGMA journal_mode").fetchone()[0]).lower() != "wal":
+                cur.execute("PRAGMA journal_mode=WAL")
+            break
+        except sqlite3.OperationalError as e:
+            if "locked" not in str(e) or attempt == 199:
+                raise
+            time.sleep(0.05)
     cur.close()
     dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (SQLAlchemy's pysqlite recipe)
 
