@@ -40,7 +40,6 @@ import os
 import random
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -51,6 +50,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.online import DEFS, FEATURES, data_dir, time_range
+from bench.serving import free_port, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -202,12 +202,6 @@ def serve_http(repo: Path, setting: str, port: int) -> None:
 # -- the driver ----------------------------------------------------------------------------
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 def cpu_seconds(pid: int) -> float:
     """User + system CPU of a process and the children it waited for, from /proc."""
     fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
@@ -246,15 +240,7 @@ def run_http(repo: Path, setting: str, seconds: float, folder: Path, seed: int) 
     proc = subprocess.Popen([sys.executable, "-m", "bench.monitoring", "--serve", str(repo), setting, str(port)],
                             cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL)
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the server for {setting!r} did not start (exit code {proc.poll()})")
-            try:
-                socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-                break
-            except OSError:
-                time.sleep(0.05)
+        wait_port(port, proc, timeout=60)
         users = int((repo / "users").read_text())
         wrk(port, 2, folder, users, seed + 1000)
         cpu0 = cpu_seconds(proc.pid)

@@ -17,17 +17,16 @@ the same bounds skips the chunks already done; other bounds start over.
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from quiver.definitions import FeatureView
 from quiver.errors import InputError
 from quiver.timeutil import parse_duration, to_utc
+from quiver.offline.parquet import write_atomic
 
 if TYPE_CHECKING:
     from quiver.store import FeatureStore
@@ -155,7 +154,5 @@ def _offline_chunk(store: FeatureStore, view: FeatureView, a: datetime, b: datet
         return 0
     entity_df = events.select([*view.join_keys, "event_timestamp"])
     table = store.get_historical_features(entity_df, features=[f"{view.name}:{f}" for f in view.feature_names]).to_arrow()
-    tmp = name.with_suffix(".tmp")
-    pq.write_table(table, tmp)
-    os.replace(tmp, name)
+    write_atomic(table, name)
     return int(table.num_rows)

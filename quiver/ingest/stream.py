@@ -20,7 +20,6 @@ partition and offset; the worker counts them and keeps going.
 
 from __future__ import annotations
 
-import os
 import time
 import uuid
 from collections.abc import Sequence
@@ -39,6 +38,7 @@ from quiver.aggregation.state import StateLayout
 from quiver.definitions import FeatureView, Source
 from quiver.errors import InputError, TransientError
 from quiver.timeutil import TIMESTAMP, to_utc
+from quiver.offline.parquet import write_atomic
 
 __all__ = ["DeadLetter", "EventIngestor", "StreamStats", "parse_messages", "rows_to_events"]
 
@@ -280,9 +280,7 @@ def write_event_files(root: Path, source: Source, table: pa.Table, name: str) ->
         part = table.filter(pa.array(day_no == wanted[day])) if len(numbers) > 1 else table
         d = base / f"date={day}"
         d.mkdir(parents=True, exist_ok=True)
-        tmp = d / f".{name}.{uuid.uuid4().hex}.tmp"
-        pq.write_table(part, tmp)
-        os.replace(tmp, d / f"{name}.parquet")
+        write_atomic(part, d / f"{name}.parquet")
 
 
 def drop_files_after(root: Path, source: Source, topic: str, partition: int, first: int) -> int:
@@ -314,9 +312,7 @@ def write_dead_letters(root: Path, source: Source, dead: Sequence[DeadLetter], n
         "payload": pa.array([x.payload for x in dead], pa.binary()),
         "received_at": pa.array([datetime.now(UTC)] * len(dead), TIMESTAMP),
     })
-    tmp = d / f".{name}.tmp"
-    pq.write_table(t, tmp)
-    os.replace(tmp, d / f"{name}.parquet")
+    write_atomic(t, d / f"{name}.parquet")
 
 
 def read_dead_letters(root: Path, source_name: str | None = None) -> pa.Table:

@@ -34,9 +34,9 @@ from typing import Any
 
 import numpy as np
 import pyarrow as pa
-import pyarrow.parquet as pq
 
 from quiver.monitoring.served_log import REQUEST_TIME, SPOOL_HEAD, SPOOL_MAGIC, SPOOL_VERSION, TS, spool_dir
+from quiver.offline.parquet import write_atomic
 
 __all__ = ["compact", "read_spool"]
 
@@ -111,10 +111,7 @@ def compact(root: Path | str) -> int:
             day = datetime.fromtimestamp(first / 1e6, UTC).strftime("%Y-%m-%d")
             out = root / f"date={day}"
             out.mkdir(parents=True, exist_ok=True)
-            name = f"{spool.stem}-{no}"
-            tmp = out / f".{name}.{os.getpid()}.tmp"
-            pq.write_table(table, tmp)
-            os.replace(tmp, out / f"{name}.parquet")
+            write_atomic(table, out / f"{spool.stem}-{no}.parquet")
             rows += table.num_rows
         try:
             spool.unlink()

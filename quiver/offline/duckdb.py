@@ -30,6 +30,7 @@ from quiver.offline.history import Generation, HistoryStore
 from quiver.offline.scan import ViewFiles, event_files, file_list, ident, lit, projection_sql
 from quiver.protocols import Capabilities
 from quiver.timeutil import TIMESTAMP, to_timestamp_array, to_utc
+from quiver.offline.parquet import write_atomic
 
 if TYPE_CHECKING:
     from quiver.plan.retrieval import EntityInput, RetrievalPlan
@@ -147,10 +148,7 @@ class DuckDBEngine:
             part = table.filter(pc.equal(days, day))
             d = base / f"date={day}"
             d.mkdir(parents=True, exist_ok=True)
-            name = f"{datetime.now(UTC):%H%M%S}-{uuid.uuid4().hex}"
-            tmp = d / f".{name}.tmp"
-            pq.write_table(part, tmp)
-            os.replace(tmp, d / f"{name}.parquet")
+            write_atomic(part, d / f"{datetime.now(UTC):%H%M%S}-{uuid.uuid4().hex}.parquet")
 
     # -- compacted history -------------------------------------------------------------
 
