@@ -52,22 +52,27 @@ def limbs(x: np.ndarray, finite: np.ndarray | None = None) -> np.ndarray:
     """The limbs of ``X(x)`` per value, shape ``(LIMBS, len(x))``: 0 where ``finite``
     (by default ``isfinite(x)``) is false, NaN where ``x`` is out of range."""
     x = np.asarray(x, dtype="float64")
-    ok = np.isfinite(x) if finite is None else finite
     out = np.zeros((LIMBS, len(x)), dtype="float64")
+    if not len(x):
+        return out
     with np.errstate(invalid="ignore", over="ignore"):
         r = x * float(SCALE)  # exact: a power of two
-        fits = np.abs(r) < float(LIMIT)  # false for NaN and inf too
-        use = fits & ok
-        if not use.all():
-            r = np.where(use, r, 0.0)
-        top = float(np.abs(r).max()) if len(r) else 0.0
-        for k in range(LIMBS - 1, -1, -1):  # each step exact: products by powers of two, truncations, differences
-            if k and top < _UNITS[k]:
+        top = float(np.abs(r).max())  # NaN when a value is NaN
+        clean = top < float(LIMIT) and (finite is None or bool(finite.all()))  # the usual case: every value in
+        if not clean:
+            ok = np.isfinite(x) if finite is None else finite
+            fits = np.abs(r) < float(LIMIT)  # false for NaN and inf too
+            r = np.where(fits & ok, r, 0.0)
+            top = float(np.abs(r).max())
+        for k in range(LIMBS - 1, 0, -1):  # each step exact: products by powers of two, truncations, differences
+            if top < _UNITS[k]:
                 continue  # every limb k is 0 (most values need 3 limbs)
-            d = np.trunc(r * _INVERSE[k])
-            out[k] = d
+            d = out[k]
+            np.multiply(r, _INVERSE[k], out=d)
+            np.trunc(d, out=d)
             r -= d * _UNITS[k]
-    if not use.all():
+        np.trunc(r, out=out[0])
+    if not clean:
         out[:, ok & ~fits] = np.nan
     return out
 

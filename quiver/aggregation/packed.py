@@ -113,14 +113,15 @@ class PackedReader:
         """The (level, group) keys a plan reads, in the order ``fold`` takes them."""
         return self._selection(plan)[0]
 
-    def _selection(self, plan: object) -> tuple[list[tuple[int, int]], list[int], list[np.ndarray], list[list[Any]]]:
-        """The groups a plan reads, each one's length in bytes, and per window the rows of
-        the tiles it sums in the groups' tiles laid end to end and its aggregations; cached
-        per tile alignment (it changes once a minute) and features."""
+    def _selection(self, plan: object) -> tuple[Any, ...]:
+        """The groups a plan reads, each one's length in bytes, per window the rows of the
+        tiles it sums in the groups' tiles laid end to end (as indices and as a 0/1 matrix
+        windows x rows), and per aggregation its window's place; cached per tile alignment
+        (it changes once a minute) and features."""
         covers = plan.covers  # type: ignore[attr-defined]
         key = (tuple((size, c.aligned) for size, c in covers.items()),
                tuple(a.name for a in plan.aggregations))  # type: ignore[attr-defined]
-        got: tuple[list[tuple[int, int]], list[int], list[np.ndarray], list[list[Any]]] | None = self._cache.get(key)
+        got = self._cache.get(key)
         if got is not None:
             return got
         start: dict[tuple[int, int], int] = {}
@@ -133,9 +134,6 @@ class PackedReader:
                         start[(lv, g)] = row
                         row += per
         rows = []
-        by_size: dict[int, list[Any]] = {}
-        for agg in plan.aggregations:  # type: ignore[attr-defined]
-            by_size.setdefault(int(agg.window.total_seconds() * 1_000_000), []).append(agg)
         for cov in covers.values():
             idx: list[int] = []
             for lv, lo, hi in cov.runs():
@@ -145,39 +143,57 @@ class PackedReader:
         sizes = [W.GROUP[lv] // W.LEVELS[lv] * self.width * 8 for lv, _ in start]
         if len(self._cache) > 64:
             self._cache.clear()
-        aggs = [by_size.get(size, []) for size in covers]
-        got = self._cache[key] = (list(start), sizes, rows, aggs)
+        place = {size: i for i, size in enumerate(covers)}
+        picks = [(place[int(agg.window.total_seconds() * 1_000_000)], agg)
+                 for agg in plan.aggregations]  # type: ignore[attr-defined]
+        select = np.zeros((len(rows), row))
+        for i, idx in enumerate(rows):
+            select[i, idx] = 1.0
+        got = self._cache[key] = (list(start), sizes, rows, picks, select)
         return got
 
-    def fold(self, plan: object, packed: Sequence[bytes | None], raw: bytes) -> dict[str, object]:
-        """Feature values of one entity from its packed group strings (in the order of
-        ``groups(plan)``, None when absent) and its raw edge records (concatenated)."""
-        _, sizes, rows, aggs = self._selection(plan)
+    def fold(self, plan: object, packed: Sequence[bytes | None], raw: bytes) -> list[object]:
+        """Feature values of one entity, in the order of ``plan.aggregations``, from its
+        packed group strings (in the order of ``groups(plan)``, None when absent) and its
+        raw edge records (concatenated).
+
+        Two small matrix products: windows x tile rows (0/1) by the tiles, windows x raw
+        events (0/1) by the events' slot deltas. Every term is an integer-valued float64
+        and every sum stays below 2**53, so any order of additions gives the same exact
+        sums. The one exception is NaN (the limbs of an out-of-range value): a 0 times NaN
+        would spread it to windows that do not hold the value, so then each window sums
+        only its own rows."""
+        _, sizes, rows, picks, select = self._selection(plan)
         tiles = np.frombuffer(b"".join([(d or b"").ljust(n, b"\0") for d, n in zip(packed, sizes)]),
                               dtype="<f8").reshape(-1, self.width)
-        rec = np.frombuffer(raw, dtype=self.raw_dtype) if raw else None
-        columns = []  # per raw value column: event times of its non-null events and their slot deltas
-        for field, kinds in self._raw_stats if rec is not None else ():
-            v = rec[field]  # type: ignore[index]
-            ok = ~np.isnan(v)  # NaN: null
-            v = v[ok]
+        acc = select @ tiles
+        if np.isnan(acc).any():  # an out-of-range value's NaN limbs in some tile
+            acc = np.stack([tiles[idx].sum(axis=0) for idx in rows])
+        if raw and self._raw_stats:
+            rec = np.frombuffer(raw, dtype=self.raw_dtype)
+            # per window: start <= ts < end, and not a <= ts < b (the part its tiles hold; a == b:
+            # none), each as one unsigned comparison of ts - lower bound with the range's length
+            ts = rec["ts"].astype("uint64")
+            bounds = np.array([(c.start, c.end - c.start, c.aligned[0], c.aligned[1] - c.aligned[0])
+                               for c in plan.covers.values()], dtype="int64").view("uint64")  # type: ignore[attr-defined]
+            keep = (ts - bounds[:, 0:1]) < bounds[:, 1:2]
+            keep &= (ts - bounds[:, 2:3]) >= bounds[:, 3:4]
+            delta = self._deltas(rec)
+            edge = keep.astype("float64") @ delta.T
+            if np.isnan(edge).any():
+                edge = np.stack([delta[:, k].sum(axis=1) for k in keep])
+            acc += edge
+        return [self._finalize(agg, acc[i]) for i, agg in picks]
+
+    def _deltas(self, rec: np.ndarray) -> np.ndarray:
+        """Each raw event's additions to the slots, shape (width, events); a NaN value is null."""
+        delta = np.zeros((self.width, len(rec)))
+        for field, kinds in self._raw_stats:
+            v = rec[field]
             exact = F.additive_values(v, [k for k, _ in kinds])
-            delta = np.zeros((len(v), self.width))
             for kind, p in kinds:
-                delta[:, p] = 1.0 if kind == "n" else exact[kind]
-            columns.append((rec["ts"][ok], delta))  # type: ignore[index]
-        out: dict[str, object] = {}
-        for cov, idx, wanted in zip(plan.covers.values(), rows, aggs):  # type: ignore[attr-defined]
-            acc = tiles[idx].sum(axis=0) if len(idx) else np.zeros(self.width)
-            a, b = cov.aligned
-            for ts, delta in columns:  # the raw events of the partial tiles at the edges
-                keep = (ts >= cov.start) & (ts < cov.end)
-                if a < b:
-                    keep &= (ts < a) | (ts >= b)
-                acc += keep.astype("float64") @ delta  # integer-valued sums below 2**53: exact in any order
-            for agg in wanted:
-                out[agg.name] = self._finalize(agg, acc)
-        return out
+                delta[p] = ~np.isnan(v) if kind == "n" else exact[kind]
+        return delta
 
     def _finalize(self, agg: object, acc: np.ndarray) -> object:
         """``functions.finalize`` for one entity: empty window -> count 0, others null."""

@@ -34,7 +34,8 @@ from quiver.definitions import FeatureView
 from quiver.definitions.aggregation import Aggregation
 from quiver.errors import InputError
 
-__all__ = ["MERGE_OP", "Cells", "ReadPlan", "StateLayout", "StateWrite", "entity_keys", "layout"]
+__all__ = ["MERGE_OP", "Cells", "ReadPlan", "StateLayout", "StateWrite", "aggregates_table", "entity_keys",
+           "entity_strings", "key_tuples", "layout", "table_rows"]
 
 EVENT_TS = "event_timestamp"
 _EMPTY_CELLS = pa.table({"entity": pa.array([], pa.int64()), "level": pa.array([], pa.int64()),
@@ -52,17 +53,55 @@ def entity_keys(table: pa.Table, join_keys: Sequence[str]) -> pa.Array:
     missing = [k for k in join_keys if k not in table.column_names]
     if missing:
         raise InputError(f"missing join key column(s) {missing}; the rows have {table.column_names}")
-    simple = all(pa.types.is_integer(table.column(k).type) or pa.types.is_string(table.column(k).type)
-                 for k in join_keys)
-    if simple and table.num_rows <= 64:  # a request's few keys: plain Python is faster than Arrow kernels
-        cols = [table.column(k).to_pylist() for k in join_keys]
-        vals = ["" if v is None else str(v) for v in cols[0]] if len(cols) == 1 else [
-            KEY_SEP.join("" if v is None else str(v) for v in row) for row in zip(*cols)]
-        return pa.array(vals, pa.string())
     parts = [pc.cast(table.column(k), pa.string()) for k in join_keys]
     if len(parts) == 1:
         return pc.fill_null(parts[0], "").combine_chunks()
     return pc.binary_join_element_wise(*parts, KEY_SEP, null_handling="replace", null_replacement="").combine_chunks()
+
+
+def entity_strings(view: FeatureView, keys: Sequence[tuple[Any, ...]]) -> list[str]:
+    """``entity_keys`` for key tuples (a request's keys): the same strings, in plain Python
+    for integer and text keys, through Arrow's cast (what writes use) for other types."""
+    if all(type(v) is int or type(v) is str or v is None for key in keys for v in key):
+        if len(view.join_keys) == 1:
+            return ["" if v is None else str(v) for v, in keys]
+        return [KEY_SEP.join("" if v is None else str(v) for v in key) for key in keys]
+    types = {k: d.arrow for e in view.entities for k, d in e.dtypes.items()}
+    cols = list(zip(*keys)) if keys else [()] * len(view.join_keys)
+    table = pa.table({k: pa.array(list(c), types[k]) for k, c in zip(view.join_keys, cols)})
+    return entity_keys(table, view.join_keys).to_pylist()
+
+
+def key_tuples(table: pa.Table, join_keys: Sequence[str]) -> list[tuple[Any, ...]]:
+    """The rows of ``table``'s join key columns as tuples."""
+    missing = [k for k in join_keys if k not in table.column_names]
+    if missing:
+        raise InputError(f"missing join key column(s) {missing}; the rows have {table.column_names}")
+    return list(zip(*(table.column(k).to_pylist() for k in join_keys)))
+
+
+def aggregates_table(read: Any, view: FeatureView, keys: pa.Table, features: Sequence[str] | None,
+                     at: datetime | int) -> pa.Table:
+    """A store's ``read_aggregate_rows`` with Arrow in and out: one row per row of ``keys``,
+    one column per feature."""
+    by_name = {a.name: a for a in view.aggregations}
+    names = list(features) if features else list(by_name)
+    rows = read(view, key_tuples(keys, view.join_keys), names, W.to_us(at))
+    cols = list(zip(*rows)) if rows else [()] * len(names)
+    return pa.table({f: _column(list(c), by_name[f].output_dtype().arrow) for f, c in zip(names, cols)})
+
+
+def table_rows(table: pa.Table, features: Sequence[str]) -> list[tuple[Any, ...]]:
+    """The feature columns of a ``fold`` result as row tuples."""
+    return list(zip(*(table.column(f).to_pylist() for f in features)))
+
+
+def _column(values: list[Any], dtype: pa.DataType) -> pa.Array:
+    """Python values as an Arrow array of ``dtype`` (a cast only where they do not fit it)."""
+    try:
+        return pa.array(values, dtype)
+    except (pa.ArrowInvalid, pa.ArrowTypeError):
+        return pa.array(values).cast(dtype, safe=False)
 
 
 class Cells(NamedTuple):
@@ -523,3 +562,16 @@ def _raw_keep(ts: np.ndarray, cov: W.Cover) -> np.ndarray:
             size = W.LEVELS[lv]
             keep &= (ts < lo * size) | (ts >= (hi + 1) * size)
     return keep
+
+
+_LAYOUTS: dict[str, StateLayout] = {}
+
+
+def layout(view: FeatureView) -> StateLayout:
+    """The view's ``StateLayout``, built once per definition object (a read plans with it)."""
+    lay = _LAYOUTS.get(view.name)
+    if lay is None or lay.view is not view:
+        if len(_LAYOUTS) > 256:
+            _LAYOUTS.clear()
+        lay = _LAYOUTS[view.name] = StateLayout(view)
+    return lay

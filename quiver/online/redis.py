@@ -36,6 +36,7 @@ import duckdb
 import orjson
 import pyarrow as pa
 
+from quiver.aggregation.state import aggregates_table, entity_strings, layout, table_rows
 from quiver.config import RepoConfig
 from quiver.errors import ConfigError, InputError, TerminalError, TransientError
 from quiver.online.sqlite import check_section, normalized, rows_to_table, value_fixer
@@ -579,19 +580,23 @@ return 1
 
     def read_aggregates(self, view: FeatureView, keys: pa.Table, features: Sequence[str], at: Any) -> pa.Table:
         """Finalized aggregates over ``[at - w, at)``, one row per row of ``keys``."""
-        from quiver.aggregation.state import StateLayout, entity_keys
+        return aggregates_table(self.read_aggregate_rows, view, keys, features, at)
 
-        lay = self._agg_layouts.get(view.name) if hasattr(self, "_agg_layouts") else None
-        if lay is None or lay.view is not view:
-            lay = StateLayout(view)
-            if not hasattr(self, "_agg_layouts"):
-                self._agg_layouts: dict[str, Any] = {}
-            self._agg_layouts[view.name] = lay
-        plan = lay.plan(features, at)
-        ents = entity_keys(keys, view.join_keys).to_pylist()
+    def read_aggregate_rows(self, view: FeatureView, keys: Sequence[tuple[Any, ...]], features: Sequence[str],
+                            at_us: int) -> list[tuple[Any, ...]]:
+        """``read_aggregates`` for key tuples: one tuple of feature values per key, at
+        ``at_us`` (epoch microseconds); what a request reads, without Arrow."""
+        lay = layout(view)
+        plan = lay.plan(features, at_us)
+        ents = entity_strings(view, keys)
         p = self._agg_prefix(view.name)
         if lay.numeric and lay.packed.handles(plan):
             return self._read_packed(lay, plan, ents, p)
+        return table_rows(self._read_cells(lay, plan, ents, p), [a.name for a in plan.aggregations])
+
+    def _read_cells(self, lay: Any, plan: Any, ents: list[str], p: str) -> pa.Table:
+        """Any aggregates: the hash cells, distinct sets, packed tiles and raw events of
+        the plan, per entity one pipeline, folded by ``StateLayout.fold``."""
         import numpy as np
 
         from quiver.aggregation.packed import ADDITIVE
@@ -680,7 +685,7 @@ return 1
             cells.extend((r, *c) for r in rows for c in found)
         return lay.fold(plan, len(ents), cells, raw)
 
-    def _read_packed(self, lay: Any, plan: Any, ents: list[str], p: str) -> pa.Table:
+    def _read_packed(self, lay: Any, plan: Any, ents: list[str], p: str) -> list[tuple[Any, ...]]:
         """Additive aggregates (count, sum, mean, stddev): per entity one MGET of its packed
         tile groups and raw edge buckets (every key in the entity's hash slot), folded in numpy."""
         pk = lay.packed
@@ -698,21 +703,12 @@ return 1
         except redis.ConnectionError as e:
             raise TransientError(f"online store {self.url}: {e}; retry when Redis is reachable") from e
         n = len(groups)
-        by_entity = {e: pk.fold(plan, got[:n], b"".join([x for x in got[n:] if x])) for e, got in zip(uniq, res)}
-        return pa.table({a.name: _column([by_entity[e][a.name] for e in ents], a.output_dtype().arrow)
-                         for a in plan.aggregations})
+        by_entity = {e: tuple(pk.fold(plan, got[:n], b"".join([x for x in got[n:] if x]))) for e, got in zip(uniq, res)}
+        return [by_entity[e] for e in ents]
 
     def delete_aggregates(self, view_name: str) -> None:
         """Drop a view's aggregation state (before a rebuild)."""
         self._unlink_prefix(self._agg_prefix(view_name))
-
-
-def _column(values: list[Any], dtype: pa.DataType) -> pa.Array:
-    """Python values as an Arrow array of ``dtype`` (a cast only where they do not fit it)."""
-    try:
-        return pa.array(values, dtype)
-    except (pa.ArrowInvalid, pa.ArrowTypeError):
-        return pa.array(values).cast(dtype, safe=False)
 
 
 def _redis_fixer(dtype: Any) -> Callable[[Any], Any] | None:

@@ -468,11 +468,19 @@ class SQLiteOnlineStore:
 
     def read_aggregates(self, view: FeatureView, keys: pa.Table, features: Sequence[str], at: Any) -> pa.Table:
         """Finalized aggregates over ``[at - w, at)``, one row per row of ``keys``."""
-        from quiver.aggregation.state import StateLayout, entity_keys
+        from quiver.aggregation.state import aggregates_table
 
-        lay = StateLayout(view)
-        plan = lay.plan(features, at)
-        ents = entity_keys(keys, view.join_keys).to_pylist()
+        return aggregates_table(self.read_aggregate_rows, view, keys, features, at)
+
+    def read_aggregate_rows(self, view: FeatureView, keys: Sequence[tuple[Any, ...]], features: Sequence[str],
+                            at_us: int) -> list[tuple[Any, ...]]:
+        """``read_aggregates`` for key tuples: one tuple of feature values per key, at
+        ``at_us`` (epoch microseconds)."""
+        from quiver.aggregation.state import entity_strings, layout, table_rows
+
+        lay = layout(view)
+        plan = lay.plan(features, at_us)
+        ents = entity_strings(view, keys)
         row_of: dict[str, list[int]] = {}
         for i, e in enumerate(ents):
             row_of.setdefault(e, []).append(i)
@@ -493,7 +501,7 @@ class SQLiteOnlineStore:
                      f"AND bucket IN ({','.join('?' * len(plan.raw_buckets))})")
                 for e, data in con.execute(q, [view.name, *chunk, *plan.raw_buckets]):
                     raw.extend((r, data) for r in row_of[e])
-        return lay.fold(plan, len(ents), cells, raw)
+        return table_rows(lay.fold(plan, len(ents), cells, raw), [a.name for a in plan.aggregations])
 
     def delete_aggregates(self, view_name: str) -> None:
         """Drop a view's aggregation state (before a rebuild)."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pyarrow as pa
@@ -28,7 +28,6 @@ from quiver.retrieval.response import OnlineResponse
 
 __all__ = ["OnlinePlan", "OnlineReader", "entity_columns"]
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass
@@ -278,11 +277,7 @@ class OnlineReader:
         for r in plan.reads:
             if r.aggregate:
                 continue
-            if len(r.key_index) == 1:
-                keys: Sequence[tuple[Any, ...]] = [(v,) for v in key_cols[r.key_index[0]]]
-            else:
-                keys = list(zip(*(key_cols[i] for i in r.key_index), strict=True))
-            lookups.append((r.view, keys, r.features))
+            lookups.append((r.view, _key_rows(r, key_cols), r.features))
         found = iter(self.online.lookup(lookups) if lookups else [])
         view_cols: list[list[Any]] = []  # per read: its columns (features..., event time), TTL applied
         views: dict[str, tuple[list[tuple[Any, ...] | None] | None, int | None]] = {}
@@ -313,20 +308,13 @@ class OnlineReader:
     def _aggregates(
         self, r: _ViewRead, key_cols: list[list[Any]], n: int, now: int
     ) -> list[tuple[Any, ...] | None]:
-        read = getattr(self.online, "read_aggregates", None)
+        read = getattr(self.online, "read_aggregate_rows", None)
         if read is None:
             raise UnsupportedError(
                 f"feature view {r.view.name!r} is an aggregate view, and the {type(self.online).__name__} "
                 "online store keeps no aggregation state yet; ask for its features offline, or run the stream"
             )
-        entity_types = {k: d for e in r.view.entities for k, d in e.dtypes.items()}
-        keys = pa.table({k: pa.array(key_cols[i], type=entity_types[k].arrow)
-                         for k, i in zip(r.view.join_keys, r.key_index, strict=True)})
-        at = _EPOCH + timedelta(microseconds=now)
-        table = read(r.view, keys, r.features, at)
-        cols = [table.column(f).to_pylist() for f in r.features]
-        rows: list[tuple[Any, ...] | None] = [(*row, now) for row in zip(*cols, strict=True)] if cols else [(now,)] * n
-        return rows
+        return [(*row, now) for row in read(r.view, _key_rows(r, key_cols), r.features, now)]
 
     def _on_demand(
         self,
@@ -349,6 +337,13 @@ class OnlineReader:
         for k, col in key_cols.items():
             data.setdefault(k, list(col))
         return odfv.transform_columns(data, n)
+
+
+def _key_rows(r: _ViewRead, key_cols: list[list[Any]]) -> Sequence[tuple[Any, ...]]:
+    """A view's join key values as one tuple per entity row."""
+    if len(r.key_index) == 1:
+        return [(v,) for v in key_cols[r.key_index[0]]]
+    return list(zip(*(key_cols[i] for i in r.key_index), strict=True))
 
 
 def _request_values(name: str, odfv: str, entity_rows: Any, ctx: dict[str, Any] | None, n: int) -> list[Any]:

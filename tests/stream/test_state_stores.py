@@ -121,3 +121,29 @@ def test_non_finite_values_are_skipped_and_huge_ones_refused(kind: str, aggs: li
     with pytest.raises(InputError, match="amount_sum_2h"):
         store.read_aggregates(view, pa.table({"user_id": [1]}), None, now)
     store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_a_huge_value_outside_a_window_leaves_it_alone(kind: str, tmp_path: Path,
+                                                       request: pytest.FixtureRequest) -> None:
+    """A value too large for an exact sum fails only the windows that hold it: one in the
+    raw edge bucket a window reads but starts after, and one in a tile of a group it reads
+    but does not sum, leave that window's values exact (a 0 x NaN must not spread)."""
+    store = open_store(kind, tmp_path, request)
+    view = FeatureView(name="v", entities=[USER], source=PushSource("s"), aggregations=ADDITIVE)
+    lay = StateLayout(view)
+    minute = int(time.time()) // 60 * 60 - 120
+    at = datetime.fromtimestamp(minute + 30, UTC)  # half a minute into a minute, in the past
+    w = timedelta(minutes=10)
+    rows = [(at - w - timedelta(seconds=10), 4e22),  # same raw bucket as the window's start, before it
+            (at - timedelta(minutes=30), 4e22),  # a whole minute tile, outside the window
+            (at - w + timedelta(seconds=5), 1.25), (at - timedelta(minutes=3), 2.5), (at - timedelta(seconds=1), 0.5)]
+    table = pa.table({"user_id": [0] * len(rows), "amount": [v for _, v in rows],
+                      "event_timestamp": pa.array([t for t, _ in rows], pa.timestamp("us", tz="UTC"))})
+    store.write_aggregates([lay.write(table)], {"t/0": 1})
+    names = [a.name for a in ADDITIVE if a.window == w]
+    got = store.read_aggregates(view, pa.table({"user_id": [0]}), names, at).to_pylist()[0]
+    assert got["amount_count_10m"] == 3 and got["amount_sum_10m"] == 4.25 and got["amount_mean_10m"] == 4.25 / 3
+    with pytest.raises(InputError, match="amount_sum_1d"):
+        store.read_aggregates(view, pa.table({"user_id": [0]}), ["amount_sum_1d"], at)
+    store.close()
