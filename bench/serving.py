@@ -54,23 +54,30 @@ REQUEST: dict[str, Any] = {
 }
 
 
-async def floor_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """The floor: read the body, answer a fixed vector. Nothing else."""
-    if scope["type"] == "lifespan":
-        while True:
-            kind = (await receive())["type"]
-            await send({"type": kind + ".complete"})
-            if kind == "lifespan.shutdown":
-                return
-    more = True
-    while more:
-        more = (await receive()).get("more_body", False)
-    await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
-    await send({"type": "http.response.body", "body": VECTOR})
+class FloorApp:
+    """The floor: read the body, answer a fixed vector. Nothing else. ASGI for uvicorn,
+    RSGI for granian (the interfaces ``quiver serve`` runs on them)."""
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "lifespan":
+            while True:
+                kind = (await receive())["type"]
+                await send({"type": kind + ".complete"})
+                if kind == "lifespan.shutdown":
+                    return
+        more = True
+        while more:
+            more = (await receive()).get("more_body", False)
+        await send({"type": "http.response.start", "status": 200, "headers": [(b"content-type", b"application/json")]})
+        await send({"type": "http.response.body", "body": VECTOR})
+
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        await proto()
+        proto.response_bytes(200, [("content-type", "application/json")], VECTOR)
 
 
 def floor_factory() -> Any:
-    return floor_app
+    return FloorApp()
 
 
 def free_port() -> int:

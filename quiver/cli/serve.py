@@ -1,18 +1,18 @@
-"""``quiver serve``: the feature server on an ASGI server.
+"""``quiver serve``: the feature server on granian (RSGI) or uvicorn (ASGI).
 
-uvicorn (uvloop + httptools) is the default. ``bench/serving.py --duration 20
---servers uvicorn,granian`` (wrk, one thread, one worker), one run on the
-shared 2-core machine under load (load average ~3, the floor endpoint reached
-only 7,800 req/s at 16 connections): full ``fraud_model`` requests (8 stored +
-2 on-demand features, Redis) uvicorn 1,496 req/s p99 5.7 ms at 1 connection
-and 3,083 req/s p99 13.7 ms at 16; granian 1,337 req/s p99 5.5 ms and 4,941
-req/s p99 8.5 ms. Granian led at 16 connections in that run and uvicorn at 1;
-an earlier quiet run favoured uvicorn on both, so the default stays until a
-quiet re-run; ``--server granian`` is there. ``--workers 1`` stays the
-default: in one back-to-back check at 16 connections, one uvicorn worker served
-5,177 req/s (p99 5.5 ms) and two 3,553 (p99 13.6 ms); the two cores are shared
-with the load client and Redis, and one worker joins more concurrent requests
-into one read. The app is built
+granian is the default, picked by ``bench/serving.py --duration 10 --servers
+granian,uvicorn --targets floor,quiver`` (wrk, one thread, one worker, full
+``fraud_model`` requests: 8 stored + 2 on-demand features on Redis) on this
+2-core machine: at 16 connections granian served 6,177 req/s at p99 4.4 ms and
+uvicorn 4,200 req/s at p99 7.8 ms. Under RSGI granian's Rust threads parse HTTP
+and hand the app the whole body in one call, so the Python thread (the one the
+GIL lets run) does only the app's work; uvicorn parses HTTP in that thread.
+With one connection uvicorn answers sooner (p50 0.57 ms against 0.84 ms: no
+hand-over between threads per request), so ``--server uvicorn`` suits a single
+sequential caller. ``--workers 1`` stays the default: in one back-to-back check
+at 16 connections, one uvicorn worker served 5,177 req/s (p99 5.5 ms) and two
+3,553 (p99 13.6 ms); the two cores are shared with the load client and Redis,
+and one worker joins more concurrent requests into one read. The app is built
 inside each worker by a loader that carries the repository path, so no
 environment variable is set; it warms up before the worker listens.
 """
@@ -27,7 +27,7 @@ import click
 
 from quiver.cli import cli
 
-SERVERS = ("uvicorn", "granian")
+SERVERS = ("granian", "uvicorn")
 
 
 @cli.command()
@@ -35,7 +35,8 @@ SERVERS = ("uvicorn", "granian")
 @click.option("--port", default=6566, show_default=True, type=int, help="Port to listen on.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
 @click.option("--server", "server", default=SERVERS[0], show_default=True, type=click.Choice(SERVERS),
-              help="ASGI server that runs the app.")
+              help="HTTP server that runs the app: granian (RSGI, most throughput) or uvicorn (ASGI, "
+                   "least latency for one caller).")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @click.pass_context
@@ -74,7 +75,8 @@ def warm_app(repo: str) -> Any:
 
 def run_server(factory: Callable[[], Any], server: str, host: str, port: int, workers: int = 1,
                log_level: str = "warning") -> None:
-    """Run the ASGI app that ``factory()`` builds (once per worker) until stopped."""
+    """Run the app that ``factory()`` builds (once per worker) until stopped: over ASGI on
+    uvicorn, over RSGI (its ``__rsgi__``) on granian."""
     if server == "granian":
         _granian(factory, host, port, workers, log_level)
     else:
@@ -89,9 +91,10 @@ def _granian(factory: Callable[[], Any], host: str, port: int, workers: int, log
         "quiver.serving.app:create_app",  # a label only: the loader below builds the app
         address=host,
         port=port,
-        interface=Interfaces.ASGI,
+        interface=Interfaces.RSGI,  # the app's ``__rsgi__``: the whole body in one call, no ASGI messages
         workers=workers,
         loop=Loops.uvloop,
+        websockets=False,
         log_level=log_level,  # type: ignore[arg-type]
         log_access=False,
     ).serve(target_loader=factory, wrap_loader=False)

@@ -4,8 +4,8 @@
 (``models``), call the facade (``get_online_features``, ``push``,
 ``catalog``), and render; no feature logic lives here, so a request over HTTP
 and a call in process take the same code path. ``POST /v1/features``, the hot
-route, is a plain ASGI callable (``vectors``) in front of a Starlette app that
-holds the others. ``QuiverError`` classes map to HTTP statuses in one table
+route, is a plain callable (``vectors``) in front of a Starlette app that holds
+the others; the app speaks ASGI (uvicorn) and RSGI (granian, ``rsgi``). ``QuiverError`` classes map to HTTP statuses in one table
 below, and every error body is ``{"error": class, "message": text}``.
 
 Handlers call the store on the event loop thread: reads are sub-millisecond
@@ -19,7 +19,7 @@ import contextlib
 import hmac
 import logging
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -40,12 +40,13 @@ from quiver.errors import (
 )
 from quiver.serving.metrics import CONTENT_TYPE_LATEST, ServerMetrics
 from quiver.serving.models import TooManyEntities, dumps, openapi, parse_push
+from quiver.serving.rsgi import ASGIApp, call_asgi
 from quiver.serving.vectors import PATH, FeaturesRoute
 
 if TYPE_CHECKING:
     from quiver.store import FeatureStore
 
-__all__ = ["ServingSettings", "create_app", "warm_up"]
+__all__ = ["ServingApp", "ServingSettings", "create_app", "warm_up"]
 
 log = logging.getLogger("quiver.serving")
 
@@ -144,10 +145,9 @@ def failure(route: str, e: Exception, metrics: ServerMetrics) -> tuple[int, byte
     return status, error_body(e)
 
 
-ASGIApp = Callable[[dict[str, Any], Any, Any], Awaitable[None]]
 
 
-def create_app(store: FeatureStore | str | Path = ".", settings: ServingSettings | None = None) -> ASGIApp:
+def create_app(store: FeatureStore | str | Path = ".", settings: ServingSettings | None = None) -> ServingApp:
     """The ASGI app serving ``store`` (a FeatureStore or a repository path): ``POST
     /v1/features`` on its own lean callable (``vectors``), every other request on a
     Starlette app wrapped in its metrics recorder."""
@@ -225,13 +225,33 @@ def create_app(store: FeatureStore | str | Path = ".", settings: ServingSettings
     )
     others = metrics.wrap(starlette)
 
-    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-        if scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST":
-            await features(scope, receive, send)  # counts itself in the metrics
-        else:
-            await others(scope, receive, send)
+    return ServingApp(features, others, fs.close)
 
-    return app
+
+class ServingApp:
+    """The server's app under either interface: ASGI ``__call__`` (uvicorn, test
+    clients) and RSGI ``__rsgi__`` (granian). ``POST /v1/features`` goes to its lean
+    route (which counts itself in the metrics), everything else to Starlette."""
+
+    def __init__(self, features: FeaturesRoute, others: ASGIApp, close: Callable[[], None]) -> None:
+        self.features = features
+        self.others = others
+        self._close = close
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] == "http" and scope["path"] == PATH and scope["method"] == "POST":
+            await self.features(scope, receive, send)
+        else:
+            await self.others(scope, receive, send)
+
+    async def __rsgi__(self, scope: Any, proto: Any) -> None:
+        if scope.path == PATH and scope.method == "POST":
+            await self.features.rsgi(scope, proto)
+        else:
+            await call_asgi(self.others, scope, proto)
+
+    def __rsgi_del__(self, loop: Any) -> None:
+        self._close()  # what the Starlette lifespan does under ASGI
 
 
 def warm_up(fs: FeatureStore) -> int:

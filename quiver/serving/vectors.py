@@ -1,4 +1,4 @@
-"""``POST /v1/features``, the route every scoring request takes, as a plain ASGI callable.
+"""``POST /v1/features``, the route every scoring request takes, as a plain ASGI and RSGI callable.
 
 A model server calls this route for every prediction, and the lookup behind it
 (``FeatureStore.get_online_features``, the same code path as in process) cost
@@ -10,7 +10,9 @@ what the route needs: read the body, check the API key, parse
 features on the event loop thread (a thread hop for ~100 µs of CPU-bound work
 costs more than it frees) through ``batching``, which joins the requests of one
 loop turn into one call, render with orjson, and count itself in the metrics.
-Every other route, and any other method on this path, stays on Starlette.
+Every other route, and any other method on this path, stays on Starlette. Both
+server interfaces reach the same ``answer``: ASGI (uvicorn) and RSGI (granian,
+whose Rust side parses HTTP and hands over the whole body in one call).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ __all__ = ["FeaturesRoute", "render_features"]
 
 PATH = "/v1/features"
 _HEADERS = [(b"content-type", b"application/json")]
+_RSGI_HEADERS = [("content-type", "application/json")]
 
 
 def render_features(resp: OnlineResponse, keys: list[str], start: int = 0, stop: int | None = None) -> dict[str, Any]:
@@ -74,9 +77,25 @@ class FeaturesRoute:
             hit = self._views[key] = (now, [v.name for v in sel.views])
         return hit[1]
 
+    async def answer(self, body: bytes, authorization: str) -> tuple[int, bytes]:
+        """The status and JSON body answering one request body (any server interface)."""
+        start = time.perf_counter()
+        try:
+            if self.settings.secured:
+                self.settings.check(authorization, write=False)
+            req = parse_features(body, self.settings.max_entities)
+            resp, first, last = await self.batcher.get(req)  # get_online_features, maybe with others
+            out = dumps(render_features(resp, list(req.entities), first, last))
+            self.metrics.reads(self.views_of(req.features, req.feature_service), req.size)
+            status = 200
+        except Exception as e:  # noqa: BLE001 - every failure becomes a JSON answer; the server keeps serving
+            status, out = self.failed(PATH, e)
+        self.metrics.answered(PATH, "POST", status, time.perf_counter() - start)
+        return status, out
+
     async def __call__(self, scope: dict[str, Any], receive: Callable[[], Awaitable[dict[str, Any]]],
                        send: Callable[[dict[str, Any]], Awaitable[None]]) -> None:
-        start = time.perf_counter()
+        """ASGI (uvicorn)."""
         body = b""
         while True:
             message = await receive()
@@ -85,18 +104,17 @@ class FeaturesRoute:
             body += message.get("body", b"")
             if not message.get("more_body", False):
                 break
-        try:
-            if self.settings.secured:
-                auth = next((v for k, v in scope["headers"] if k == b"authorization"), b"")
-                self.settings.check(auth.decode("latin-1"), write=False)
-            req = parse_features(body, self.settings.max_entities)
-            resp, first, last = await self.batcher.get(req)  # get_online_features, maybe with others
-            out = dumps(render_features(resp, list(req.entities), first, last))
-            self.metrics.reads(self.views_of(req.features, req.feature_service), req.size)
-            status = 200
-        except Exception as e:  # noqa: BLE001 - every failure becomes a JSON answer; the server keeps serving
-            status, out = self.failed(PATH, e)
+        auth = ""
+        if self.settings.secured:
+            auth = next((v for k, v in scope["headers"] if k == b"authorization"), b"").decode("latin-1")
+        status, out = await self.answer(body, auth)
         await send({"type": "http.response.start", "status": status,
                     "headers": [*_HEADERS, (b"content-length", str(len(out)).encode())]})
         await send({"type": "http.response.body", "body": out})
-        self.metrics.answered(PATH, "POST", status, time.perf_counter() - start)
+
+    async def rsgi(self, scope: Any, proto: Any) -> None:
+        """RSGI (granian): the body whole from ``proto()``, the answer in one call."""
+        body = await proto()
+        auth = scope.headers.get("authorization", "") if self.settings.secured else ""
+        status, out = await self.answer(body, auth)
+        proto.response_bytes(status, _RSGI_HEADERS, out)

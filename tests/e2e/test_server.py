@@ -339,3 +339,33 @@ def test_concurrent_requests_each_get_their_own_answer(live: Live) -> None:
             request_context={k: [v[i]] for k, v in CONTEXT.items()})
         assert r.json()["results"][0]["values"] == [resp.to_dict()[c][0] for c in r.json()["feature_names"]]
         assert r.json()["entities"] == {"user_id": [USERS[i]], "merchant_id": [MERCHANTS[i]]}
+
+
+def test_uvicorn_and_granian_answer_alike(live: Live, quiver_server: Any) -> None:
+    """The app under ASGI (uvicorn) and under RSGI (granian, the fixture's server): the
+    same status and body on every route, for good and bad requests, and the same headers
+    that matter (content type, the query string reaching the route)."""
+    other = quiver_server(live.repo, server="uvicorn")
+    calls: list[tuple[str, str, Any]] = [
+        ("POST", "/v1/features", _request()),
+        ("POST", "/v1/features", _request(features=["user_profile:credit_limt"])),  # 4xx
+        ("POST", "/v1/features", b"{not json"),
+        ("GET", "/v1/features", None),  # 405
+        ("GET", "/v1/catalog", None),
+        ("GET", "/health?verbose=1", None),
+        ("GET", "/no/such/route", None),
+        ("POST", "/v1/push", {"source": "no_such_source", "rows": [{"user_id": 1}]}),
+    ]
+    for method, path, body in calls:
+        answers = []
+        for url in (live.url, other.url):
+            kw: dict[str, Any] = {"content": body} if isinstance(body, bytes) else {"json": body}
+            r = httpx.request(method, url + path, timeout=10, **(kw if body is not None else {}))
+            answers.append((r.status_code, r.headers.get("content-type"), r.json()))
+        (s1, t1, b1), (s2, t2, b2) = answers
+        if path == "/v1/features" and s1 == 200:  # evaluated now: the times differ
+            b1.pop("evaluated_at"), b2.pop("evaluated_at")
+        assert (s1, t1, b1) == (s2, t2, b2), f"{method} {path}"
+    metrics = httpx.get(live.url + "/metrics", timeout=10)
+    counted = 'quiver_http_requests_total{method="POST",route="/v1/features",status="200"}'
+    assert metrics.status_code == 200 and counted in metrics.text
