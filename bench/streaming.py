@@ -13,9 +13,10 @@ the online state of ``user_tx`` (count and sum over 10m, 1h, 1d):
   steadily at ``--rate`` events/s, batching 20 ms (from the message's create
   time, its produce call, to its state being durable in Redis, as the worker
   measures it);
-* **reads**: ``read_aggregates`` of the 6 features for the heaviest user, in
-  process, p50/p99 and client CPU per read, and through
-  ``store.get_online_features``, beside the floor of one raw Redis GET.
+* **reads**: the 6 features of the heaviest user, in a process of its own (as a
+  model server's): the store's ``read_aggregate_rows`` and
+  ``store.get_online_features``, p50/p99 and client CPU per read, beside the
+  floor of one raw Redis GET.
 
 Run by hand, never in CI::
 
@@ -134,14 +135,55 @@ def floor_consume(bootstrap: str, topic: str, n: int) -> float:
     return got / dt
 
 
+def read_bench(repo: str, heavy: int, redis_url: str, reads: int) -> None:
+    """Latency of reading the 6 aggregate features of the heaviest user: the store's
+    ``read_aggregate_rows`` and ``store.get_online_features``, beside one raw Redis GET."""
+    import redis as redis_py
+
+    from quiver import FeatureStore
+
+    store = FeatureStore(repo)
+    view = store.get_feature_view("user_tx")
+    feats = view.feature_names
+    refs = [f"user_tx:{f}" for f in feats]
+    r = redis_py.Redis.from_url(redis_url)
+    r.set("floor-key", b"x" * 100)
+    runs = {
+        "read_aggregate_rows": lambda: store.online.read_aggregate_rows(view, [(heavy,)], feats, time.time_ns() // 1000),
+        "get_online_features": lambda: store.get_online_features(refs, entity_rows=[{"user_id": heavy}]),
+        "floor: raw Redis GET": lambda: r.get("floor-key"),
+    }
+    for fn in runs.values():
+        for _ in range(200):
+            fn()
+    row = store.get_online_features(refs, entity_rows=[{"user_id": heavy}]).to_dict()
+    print(f"reads, heavy user {heavy} ({row['amount_count_1d'][0]:,} events in 1d), 6 features, {reads:,} each:")
+    for name, fn in runs.items():
+        lat = []
+        cpu0 = time.process_time()
+        for _ in range(reads):
+            t = time.perf_counter()
+            fn()
+            lat.append((time.perf_counter() - t) * 1e3)
+        cpu = (time.process_time() - cpu0) / reads * 1e3
+        print(f"  {name:<22} p50 {statistics.median(lat):.3f} ms  p99 {pct(lat, 99):.3f} ms  client CPU {cpu:.3f} ms")
+    store.close()
+
+
 def main() -> None:
+    if sys.argv[1:2] == ["--read-bench"]:
+        ap = argparse.ArgumentParser()
+        ap.add_argument("--read-bench", nargs=3)
+        ap.add_argument("--reads", type=int, default=5000)
+        a = ap.parse_args()
+        return read_bench(a.read_bench[0], int(a.read_bench[1]), a.read_bench[2], a.reads)
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", default="medium")
     ap.add_argument("--limit", type=int, default=None, help="use only the first N transactions")
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--rate", type=int, default=10_000, help="events/s of the steady producer")
     ap.add_argument("--seconds", type=int, default=20, help="length of the steady phase")
-    ap.add_argument("--reads", type=int, default=2000)
+    ap.add_argument("--reads", type=int, default=5000)
     args = ap.parse_args()
     data = ROOT / "bench-data" / args.scale / "transactions.parquet"
     if not data.exists():
@@ -243,40 +285,13 @@ def main() -> None:
         print(f"freshness at {args.rate:,}/s: event-to-online p50 {s.get('latency_ms_p50', float('nan')):.0f} ms, "
               f"p99 {s.get('latency_ms_p99', float('nan')):.0f} ms ({s.get('events', 0):,} events)")
 
-        # -- reads -------------------------------------------------------------------------
-        import pyarrow as pa
-
-        view = store.get_feature_view("user_tx")
-        keys_t = pa.table({"user_id": [heavy]})
-        feats = view.feature_names
-        for _ in range(50):
-            store.online.read_aggregates(view, keys_t, feats, datetime.now(UTC))
-        lat_r = []
-        cpu0 = time.process_time()
-        for _ in range(args.reads):
-            t = time.perf_counter()
-            store.online.read_aggregates(view, keys_t, feats, datetime.now(UTC))
-            lat_r.append((time.perf_counter() - t) * 1e3)
-        read_cpu = (time.process_time() - cpu0) / args.reads * 1e3
-        refs = [f"user_tx:{f}" for f in feats]
-        lat_f = []
-        for _ in range(args.reads):
-            t = time.perf_counter()
-            store.get_online_features(refs, entity_rows=[{"user_id": heavy}])
-            lat_f.append((time.perf_counter() - t) * 1e3)
-        r = redis_py.Redis.from_url(redis_url)
-        r.set("floor-key", b"x" * 100)
-        lat_g = []
-        for _ in range(args.reads):
-            t = time.perf_counter()
-            r.get("floor-key")
-            lat_g.append((time.perf_counter() - t) * 1e3)
-        row = store.online.read_aggregates(view, keys_t, feats, datetime.now(UTC)).to_pylist()[0]
-        print(f"reads, heavy user {heavy} ({row['amount_count_1d']:,} events in 1d), 6 features:")
-        for name, xs in (("read_aggregates", lat_r), ("get_online_features", lat_f), ("floor: raw Redis GET", lat_g)):
-            print(f"  {name:<22} p50 {statistics.median(xs):.3f} ms  p99 {pct(xs, 99):.3f} ms")
-        print(f"  client CPU per read_aggregates: {read_cpu:.3f} ms")
+        # -- reads, in a process of their own (as a model server's): no producer, broker or
+        # 2M produced messages in its heap, nothing else holding the GIL ---------------------
+        del p
+        broker.stop()
         store.close()
+        subprocess.run([sys.executable, __file__, "--read-bench", str(repo), str(heavy), redis_url,
+                        "--reads", str(args.reads)], check=True)
     finally:
         broker.stop()
         pid = (tmp / "redis.pid").read_text().strip() if (tmp / "redis.pid").exists() else ""
