@@ -29,12 +29,16 @@ def _dt(us: int | None) -> datetime | None:
 
 def iso_z(us: int) -> str:
     """Epoch microseconds -> ISO-8601 UTC text ending in ``Z`` (``2026-01-02T03:04:05.000006Z``;
-    no fraction when it is zero), without building an aware datetime."""
-    return (_NAIVE_EPOCH + timedelta(microseconds=us)).isoformat() + "Z"
+    no fraction when it is zero), without building an aware datetime; the text of each
+    second is kept (rows served repeat their event times, and the evaluation times of a
+    busy server share their seconds)."""
+    second, fraction = divmod(us, 1_000_000)
+    return f"{_iso_second(second)}.{fraction:06d}Z" if fraction else _iso_second(second) + "Z"
 
 
-# the event times of rows served repeat from request to request: format each once
-_iso_z_cached = functools.lru_cache(maxsize=16_384)(iso_z)
+@functools.lru_cache(maxsize=16_384)
+def _iso_second(second: int) -> str:
+    return (_NAIVE_EPOCH + timedelta(seconds=second)).isoformat()
 
 
 class OnlineResponse:
@@ -50,7 +54,7 @@ class OnlineResponse:
     rows None for an aggregate view) and the read time ``now`` (epoch microseconds).
     """
 
-    __slots__ = ("_keys", "_values", "_types", "_status_of", "_views", "_now", "_n")
+    __slots__ = ("_keys", "_values", "_types", "_status_of", "_views", "_now", "_n", "_rendered")
 
     def __init__(
         self,
@@ -69,6 +73,7 @@ class OnlineResponse:
         self._views = views
         self._now = now
         self._n = n
+        self._rendered: tuple[tuple[str, ...], list[str], list[dict[str, Any]], str] | None = None
 
     def __len__(self) -> int:
         return self._n
@@ -131,7 +136,7 @@ class OnlineResponse:
 
     def event_timestamps_iso(self) -> dict[str, list[str | None]]:
         """``event_timestamps`` as ISO-8601 UTC text ending in ``Z`` (what the server sends)."""
-        return {v: [None if us is None else _iso_z_cached(us) for us in col] for v, col in self._view_events().items()}
+        return {v: [None if us is None else iso_z(us) for us in col] for v, col in self._view_events().items()}
 
     def results(self, names: Sequence[str], start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
         """Per entity row from ``start`` to ``stop``, in order: ``{"values", "statuses",
@@ -153,7 +158,7 @@ class OnlineResponse:
             oldest = None if ttl is None else self._now - ttl
             by_view[view] = [NOT_FOUND if r is None else OUTSIDE_TTL if oldest is not None and r[-1] < oldest
                              else PRESENT for r in rows]
-            times[view] = [None if r is None else _iso_z_cached(r[-1]) for r in rows]
+            times[view] = [None if r is None else iso_z(r[-1]) for r in rows]
         present = [PRESENT] * n
         status_cols = [present if (v := self._status_of.get(c)) is None else by_view[v] for c in names]
         return [
@@ -161,6 +166,16 @@ class OnlineResponse:
              "event_timestamps": {v: t[i] for v, t in times.items()}}
             for i in range(n)
         ]
+
+    def rendered(self, keys: Sequence[str]) -> tuple[list[str], list[dict[str, Any]], str]:
+        """What the feature server sends, worked out once per response (a joined call's
+        requests each take their rows): the output columns other than ``keys``, every
+        row's ``results`` and the evaluation time as ISO-8601 text."""
+        memo = self._rendered
+        if memo is None or memo[0] != tuple(keys):
+            names = [c for c in {**self._keys, **self._values} if c not in keys]
+            memo = self._rendered = (tuple(keys), names, self.results(names), iso_z(self._now))
+        return memo[1], memo[2], memo[3]
 
     def to_arrow(self) -> pa.Table:
         cols: dict[str, pa.Array] = {}

@@ -9,9 +9,13 @@ list, same key and request-context columns) are joined into one call of
 many entities, and each gets its own rows of the answer. The call goes
 through the facade, so it is the same code path as in process.
 
-A request waits for nothing: the first one of a turn schedules the call with
-``call_soon``, which runs after the requests already in the loop's ready
-queue, so a lone request is answered at once and a burst is answered together.
+The first request of a batch schedules the call ``TURNS`` loop iterations
+ahead (``call_soon`` twice over). Each iteration polls for I/O, and under
+granian each request reaches the loop as its own callback from a Rust thread,
+so the requests that arrive while the previous call runs join this one instead
+of each starting a call of its own: with one turn, a quarter of the calls at 16
+connections held a single request. A lone request waits two empty iterations,
+a few microseconds.
 When a joined call fails, each of its requests runs alone, so a bad key or a
 failing on-demand function answers only the request that sent it.
 """
@@ -29,6 +33,8 @@ if TYPE_CHECKING:
     from quiver.store import FeatureStore
 
 __all__ = ["Batcher"]
+
+TURNS = 2  # loop iterations a batch stays open (measured with 1, 2, 3 at 16 connections; 2 served most)
 
 
 @dataclass
@@ -55,12 +61,18 @@ class Batcher:
         batch = self._open.get(key)
         if batch is None or batch.size + req.size > self.max_rows:
             batch = self._open[key] = _Batch()
-            loop.call_soon(self._run, key, batch)
+            loop.call_soon(self._after, TURNS - 1, key, batch)
         future: asyncio.Future[tuple[OnlineResponse, int, int]] = loop.create_future()
         batch.requests.append(req)
         batch.futures.append(future)
         batch.size += req.size
         return await future
+
+    def _after(self, turns: int, key: tuple[Any, ...], batch: _Batch) -> None:
+        if turns:
+            asyncio.get_running_loop().call_soon(self._after, turns - 1, key, batch)
+        else:
+            self._run(key, batch)
 
     def _call(self, req: FeaturesRequest, entities: dict[str, list[Any]],
               context: dict[str, list[Any]] | None) -> OnlineResponse:

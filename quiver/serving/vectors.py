@@ -21,7 +21,7 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
-from quiver.retrieval.response import OnlineResponse, iso_z
+from quiver.retrieval.response import OnlineResponse
 from quiver.serving.batching import Batcher
 from quiver.serving.models import dumps, parse_features
 
@@ -40,13 +40,13 @@ def render_features(resp: OnlineResponse, keys: list[str], start: int = 0, stop:
     """Rows ``start`` to ``stop`` of an online response -> ``{feature_names, entities,
     results, evaluated_at}``: one result per entity, in request order, with values and
     statuses per feature and the event time of the row served per view (ISO-8601 UTC, ``Z``)."""
+    names, results, evaluated = resp.rendered(keys)
     data = resp.to_dict()
-    names = [c for c in data if c not in keys]
     return {
         "feature_names": names,
         "entities": {k: data[k][start:stop] for k in keys if k in data},
-        "results": resp.results(names, start, stop),
-        "evaluated_at": iso_z(resp.evaluated_us),
+        "results": results[start:stop],
+        "evaluated_at": evaluated,
     }
 
 
