@@ -86,6 +86,17 @@ SUM_LIMBS = tuple(f"s{k}" for k in range(E.LIMBS))
 SQUARE_LIMBS = tuple(f"q{k}" for k in range(E.LIMBS))
 ADDITIVE = frozenset({"n", "f", *SUM_LIMBS, *SQUARE_LIMBS})  # stats that merge by adding
 
+# Raw numeric events are float64 records; a null is kept as this one NaN (a quiet NaN with
+# a payload no arithmetic makes), so a NaN value stays a value: ``count`` counts it, as
+# the tiles and DuckDB do, and the exact sums skip it, as every non-finite value.
+RAW_NULL = np.array([0x7FF8_0000_0000_0BAD], dtype="<u8").view("<f8")[0]
+_RAW_NULL_BITS = np.uint64(0x7FF8_0000_0000_0BAD)
+
+
+def raw_null(v: np.ndarray) -> np.ndarray:
+    """Where raw event values ``v`` (float64) are null."""
+    return np.ascontiguousarray(v).view("<u8") == _RAW_NULL_BITS
+
 FUNCTIONS: dict[str, Function] = {
     "count": Function(("n",), "count({c}) FILTER (WHERE {w})"),
     "sum": Function(("f", *SUM_LIMBS), E.sql_template("sum")),

@@ -186,13 +186,13 @@ class PackedReader:
         return [self._finalize(agg, acc[i]) for i, agg in picks]
 
     def _deltas(self, rec: np.ndarray) -> np.ndarray:
-        """Each raw event's additions to the slots, shape (width, events); a NaN value is null."""
+        """Each raw event's additions to the slots, shape (width, events)."""
         delta = np.zeros((self.width, len(rec)))
         for field, kinds in self._raw_stats:
             v = rec[field]
             exact = F.additive_values(v, [k for k, _ in kinds])
             for kind, p in kinds:
-                delta[p] = ~np.isnan(v) if kind == "n" else exact[kind]
+                delta[p] = ~F.raw_null(v) if kind == "n" else exact[kind]
         return delta
 
     def _finalize(self, agg: object, acc: np.ndarray) -> object:

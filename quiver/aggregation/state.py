@@ -306,7 +306,7 @@ class StateLayout:
                 col = events.column(c)
                 if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):  # counted only
                     col = pc.if_else(pc.is_valid(col), 1.0, None)
-                rec[f"c{i}"] = pc.cast(col, pa.float64()).to_numpy(zero_copy_only=False)
+                rec[f"c{i}"] = pc.fill_null(pc.cast(col, pa.float64()), F.RAW_NULL).to_numpy(zero_copy_only=False)
             size = self._raw_dtype.itemsize
             fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(size), len(rec), [None, pa.py_buffer(rec.tobytes())])
             return fixed.cast(pa.binary())
@@ -320,7 +320,7 @@ class StateLayout:
             cols: dict[str, Any] = {EVENT_TS: rec["ts"].copy()}
             for i, c in enumerate(self.columns):
                 v = rec[f"c{i}"]
-                cols[c] = pa.array(v, mask=np.isnan(v)).cast(self.value_types[c], safe=False)
+                cols[c] = pa.array(v, mask=F.raw_null(v)).cast(self.value_types[c], safe=False)
             return pa.table(cols)
         rows = [orjson.loads(p) for p in payloads]
         data = {EVENT_TS: pa.array([r[0] for r in rows], pa.int64())}
@@ -431,7 +431,8 @@ class StateLayout:
         out: dict[str, pa.Array] = {}
         stat_mask = [cstat == i for i in range(len(self.stats))]
         raw_val = {c: rec[f"c{j}"] for j, c in enumerate(self.columns)} if rec is not None else {}
-        raw_ok = {c: ~np.isnan(v) for c, v in raw_val.items()}
+        raw_ok = {c: ~np.isnan(v) for c, v in raw_val.items()}  # neither null nor NaN
+        raw_set = {c: ~F.raw_null(v) for c, v in raw_val.items()}  # not null: what count counts
         raw_exact = {c: F.additive_values(v, [st.kind for st in self.stats if st.column == c])
                      for c, v in raw_val.items()}  # each raw event's exact-sum stats
         one = n_keys == 1  # a request for one entity: plain sums beat bincount
@@ -450,7 +451,8 @@ class StateLayout:
             acc: dict[str, np.ndarray] = {}
             for i, st in enumerate(self.stats):
                 sel = m & stat_mask[i]
-                rsel = keep & raw_ok[st.column] if rec is not None else keep
+                ok = raw_set if st.kind == "n" else raw_ok
+                rsel = keep & ok[st.column] if rec is not None else keep
                 rv = raw_val[st.column][rsel] if rec is not None else np.empty(0)
                 rr = rrow[rsel]
                 if st.kind in F.ADDITIVE:
@@ -459,8 +461,9 @@ class StateLayout:
                 else:
                     fill, fn = (np.inf, np.minimum) if st.kind == "min" else (-np.inf, np.maximum)
                     best = np.full(n_keys, fill)
-                    fn.at(best, crow[sel], cval[sel])
-                    fn.at(best, rr, rv)
+                    with np.errstate(invalid="ignore"):  # a NaN in a tile: min/max of NaN (see the README)
+                        fn.at(best, crow[sel], cval[sel])
+                        fn.at(best, rr, rv)
                     acc[st.name] = best
             for agg in plan.aggregations:
                 if int(agg.window.total_seconds() * 1_000_000) == w:

@@ -147,3 +147,31 @@ def test_a_huge_value_outside_a_window_leaves_it_alone(kind: str, tmp_path: Path
     with pytest.raises(InputError, match="amount_sum_1d"):
         store.read_aggregates(view, pa.table({"user_id": [0]}), ["amount_sum_1d"], at)
     store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("aggs", [ADDITIVE, [a for a in NUMERIC if a.function in ("count", "sum", "min", "max")]],
+                         ids=["additive", "numeric"])
+def test_count_counts_nan_at_the_window_edges_as_offline(kind: str, aggs: list[Aggregation], tmp_path: Path,
+                                                        request: pytest.FixtureRequest) -> None:
+    """A NaN is a value, a null is not: ``count`` counts NaN (as the tiles, DuckDB and the
+    oracle do) also among the raw events of a partial minute, where values are kept as
+    float64 and a null has its own NaN pattern."""
+    store = open_store(kind, tmp_path, request)
+    view = FeatureView(name="v", entities=[USER], source=PushSource("s"), aggregations=aggs)
+    lay = StateLayout(view)
+    minute = int(time.time()) // 60 * 60 - 120
+    at = datetime.fromtimestamp(minute + 30, UTC)  # the raw edge [minute, at) holds the first three
+    rows = [(at - timedelta(seconds=1), float("nan")), (at - timedelta(seconds=2), None),
+            (at - timedelta(seconds=3), 2.5), (at - timedelta(minutes=5), float("nan")),
+            (at - timedelta(minutes=5, seconds=1), None), (at - timedelta(minutes=20), 1.0)]
+    table = pa.table({"user_id": [0] * len(rows), "amount": pa.array([v for _, v in rows], pa.float64()),
+                      "event_timestamp": pa.array([t for t, _ in rows], pa.timestamp("us", tz="UTC"))})
+    store.write_aggregates([lay.write(table)], {"t/0": 1})
+    got = store.read_aggregates(view, pa.table({"user_id": [0]}), None, at).to_pylist()[0]
+    evs = [{"user_id": 0, "amount": v, "event_timestamp": t} for t, v in rows]
+    refs = [(a.column, a.function, a.window, a.name) for a in aggs if a.function in ("count", "sum")]
+    want = window_aggregate([{"user_id": 0, "event_timestamp": at}], evs, ["user_id"], refs)[0]
+    assert want["amount_count_10m"] == 3 and want["amount_count_45s"] == 2  # the NaN values, not the nulls
+    assert {k: got[k] for k in want} == want
+    store.close()
