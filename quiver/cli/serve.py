@@ -1,19 +1,19 @@
-"""``quiver serve``: the feature server on granian (RSGI) or uvicorn (ASGI).
+"""``quiver serve``: the feature server on uvicorn (ASGI) or granian (RSGI).
 
-granian is the default, picked by ``bench/serving.py --duration 10 --servers
-granian,uvicorn --targets floor,quiver`` (wrk, one thread, one worker, full
-``fraud_model`` requests: 8 stored + 2 on-demand features on Redis) on this
-2-core machine: at 16 connections granian served 6,177 req/s at p99 4.4 ms and
-uvicorn 4,200 req/s at p99 7.8 ms. Under RSGI granian's Rust threads parse HTTP
-and hand the app the whole body in one call, so the Python thread (the one the
-GIL lets run) does only the app's work; uvicorn parses HTTP in that thread.
-With one connection uvicorn answers sooner (p50 0.57 ms against 0.84 ms: no
-hand-over between threads per request), so ``--server uvicorn`` suits a single
-sequential caller. ``--workers 1`` stays the default: in one back-to-back check
-at 16 connections, one uvicorn worker served 5,177 req/s (p99 5.5 ms) and two
-3,553 (p99 13.6 ms); the two cores are shared with the load client and Redis,
-and one worker joins more concurrent requests into one read. The app is built
-inside each worker by a loader that carries the repository path, so no
+uvicorn is the default, picked by six paired runs of ``bench/serving.py
+--duration 20 --servers granian,uvicorn --targets quiver --connections 16``
+(wrk, one thread, one worker, full ``fraud_model`` requests: 8 stored + 2
+on-demand features on Redis) on this 2-core machine: p99 at 16 connections had
+a median of 4.96 ms on uvicorn (4.1-5.6 ms) and 5.25 ms on granian (4.2-6.8 ms);
+granian served more (median 7,190 req/s against 6,290: its Rust threads parse
+HTTP and hand the app the whole body, so the Python thread does only the app's
+work), uvicorn answered one caller sooner (p50 0.54-0.62 ms against
+0.70-0.78 ms: no hand-over between threads per request). ``--server granian``
+is there for throughput. ``--workers 1`` stays the default: in one back-to-back
+check at 16 connections, one uvicorn worker served 5,177 req/s (p99 5.5 ms) and
+two 3,553 (p99 13.6 ms); the two cores are shared with the load client and
+Redis, and one worker joins more concurrent requests into one read. The app is
+built inside each worker by a loader that carries the repository path, so no
 environment variable is set; it warms up before the worker listens.
 """
 
@@ -27,7 +27,7 @@ import click
 
 from quiver.cli import cli
 
-SERVERS = ("granian", "uvicorn")
+SERVERS = ("uvicorn", "granian")
 
 
 @cli.command()
@@ -35,8 +35,8 @@ SERVERS = ("granian", "uvicorn")
 @click.option("--port", default=6566, show_default=True, type=int, help="Port to listen on.")
 @click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 64), help="Worker processes.")
 @click.option("--server", "server", default=SERVERS[0], show_default=True, type=click.Choice(SERVERS),
-              help="HTTP server that runs the app: granian (RSGI, most throughput) or uvicorn (ASGI, "
-                   "least latency for one caller).")
+              help="HTTP server that runs the app: uvicorn (ASGI, least latency) or granian (RSGI, "
+                   "most throughput).")
 @click.option("--log-level", default="warning", show_default=True,
               type=click.Choice(["debug", "info", "warning", "error"]))
 @click.pass_context
