@@ -50,13 +50,17 @@ KEY_SEP = "\x1f"
 
 def entity_keys(table: pa.Table, join_keys: Sequence[str]) -> pa.Array:
     """One string per row naming its entity (join key values joined by a separator)."""
-    missing = [k for k in join_keys if k not in table.column_names]
-    if missing:
-        raise InputError(f"missing join key column(s) {missing}; the rows have {table.column_names}")
+    _check_keys(table, join_keys)
     parts = [pc.cast(table.column(k), pa.string()) for k in join_keys]
     if len(parts) == 1:
         return pc.fill_null(parts[0], "").combine_chunks()
     return pc.binary_join_element_wise(*parts, KEY_SEP, null_handling="replace", null_replacement="").combine_chunks()
+
+
+def _check_keys(table: pa.Table, join_keys: Sequence[str]) -> None:
+    missing = [k for k in join_keys if k not in table.column_names]
+    if missing:
+        raise InputError(f"missing join key column(s) {missing}; the rows have {table.column_names}")
 
 
 def entity_strings(view: FeatureView, keys: Sequence[tuple[Any, ...]]) -> list[str]:
@@ -74,9 +78,7 @@ def entity_strings(view: FeatureView, keys: Sequence[tuple[Any, ...]]) -> list[s
 
 def key_tuples(table: pa.Table, join_keys: Sequence[str]) -> list[tuple[Any, ...]]:
     """The rows of ``table``'s join key columns as tuples."""
-    missing = [k for k in join_keys if k not in table.column_names]
-    if missing:
-        raise InputError(f"missing join key column(s) {missing}; the rows have {table.column_names}")
+    _check_keys(table, join_keys)
     return list(zip(*(table.column(k).to_pylist() for k in join_keys)))
 
 

@@ -5,8 +5,9 @@
 ``catalog``), and render; no feature logic lives here, so a request over HTTP
 and a call in process take the same code path. ``POST /v1/features``, the hot
 route, is a plain callable (``vectors``) in front of a Starlette app that holds
-the others; the app speaks ASGI (uvicorn) and RSGI (granian, ``rsgi``). ``QuiverError`` classes map to HTTP statuses in one table
-below, and every error body is ``{"error": class, "message": text}``.
+the others; the app speaks ASGI (uvicorn) and RSGI (granian, ``rsgi``).
+``QuiverError`` classes map to HTTP statuses in one table below, and every
+error body is ``{"error": class, "message": text}``.
 
 Handlers call the store on the event loop thread: reads are sub-millisecond
 key lookups, a worker is bound by its one core anyway, and the backends need
@@ -148,7 +149,7 @@ def failure(route: str, e: Exception, metrics: ServerMetrics) -> tuple[int, byte
 
 
 def create_app(store: FeatureStore | str | Path = ".", settings: ServingSettings | None = None) -> ServingApp:
-    """The ASGI app serving ``store`` (a FeatureStore or a repository path): ``POST
+    """The app serving ``store`` (a FeatureStore or a repository path): ``POST
     /v1/features`` on its own lean callable (``vectors``), every other request on a
     Starlette app wrapped in its metrics recorder."""
     if not hasattr(store, "get_online_features"):
