@@ -95,7 +95,8 @@ _RAW_NULL_BITS = np.uint64(0x7FF8_0000_0000_0BAD)
 
 def raw_null(v: np.ndarray) -> np.ndarray:
     """Where raw event values ``v`` (float64) are null."""
-    return np.ascontiguousarray(v).view("<u8") == _RAW_NULL_BITS
+    null: np.ndarray = np.ascontiguousarray(v).view("<u8") == _RAW_NULL_BITS
+    return null
 
 FUNCTIONS: dict[str, Function] = {
     "count": Function(("n",), "count({c}) FILTER (WHERE {w})"),

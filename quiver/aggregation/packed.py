@@ -111,7 +111,8 @@ class PackedReader:
 
     def groups(self, plan: object) -> list[tuple[int, int]]:
         """The (level, group) keys a plan reads, in the order ``fold`` takes them."""
-        return self._selection(plan)[0]
+        groups: list[tuple[int, int]] = self._selection(plan)[0]
+        return groups
 
     def _selection(self, plan: object) -> tuple[Any, ...]:
         """The groups a plan reads, each one's length in bytes, per window the rows of the
@@ -121,7 +122,7 @@ class PackedReader:
         covers = plan.covers  # type: ignore[attr-defined]
         key = (tuple((size, c.aligned) for size, c in covers.items()),
                tuple(a.name for a in plan.aggregations))  # type: ignore[attr-defined]
-        got = self._cache.get(key)
+        got: tuple[Any, ...] | None = self._cache.get(key)
         if got is not None:
             return got
         start: dict[tuple[int, int], int] = {}
@@ -147,8 +148,8 @@ class PackedReader:
         picks = [(place[int(agg.window.total_seconds() * 1_000_000)], agg)
                  for agg in plan.aggregations]  # type: ignore[attr-defined]
         select = np.zeros((len(rows), row))
-        for i, idx in enumerate(rows):
-            select[i, idx] = 1.0
+        for i, tile_rows in enumerate(rows):
+            select[i, tile_rows] = 1.0
         got = self._cache[key] = (list(start), sizes, rows, picks, select)
         return got
 

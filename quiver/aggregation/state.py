@@ -73,7 +73,8 @@ def entity_strings(view: FeatureView, keys: Sequence[tuple[Any, ...]]) -> list[s
     types = {k: d.arrow for e in view.entities for k, d in e.dtypes.items()}
     cols = list(zip(*keys)) if keys else [()] * len(view.join_keys)
     table = pa.table({k: pa.array(list(c), types[k]) for k, c in zip(view.join_keys, cols)})
-    return entity_keys(table, view.join_keys).to_pylist()
+    strings: list[str] = entity_keys(table, view.join_keys).to_pylist()
+    return strings
 
 
 def key_tuples(table: pa.Table, join_keys: Sequence[str]) -> list[tuple[Any, ...]]:
@@ -243,7 +244,6 @@ class StateLayout:
         t_us = pc.cast(events.column(ts), pa.int64()).to_numpy(zero_copy_only=False)
         codes = pc.dictionary_encode(ent)
         idx = codes.indices.to_numpy(zero_copy_only=False).astype("int64")
-        names = codes.dictionary.to_pylist()
         names_arr = codes.dictionary
         parts: list[pa.Table] = []
         for level, size in enumerate(W.LEVELS[: self.levels]):
