@@ -1,0 +1,391 @@
+"""The streaming aggregation state in Redis: the part of ``RedisOnlineStore`` that
+aggregate views use (``quiver.ingest.stream`` writes it, reads fold it).
+
+The additive stats (counts, the
+limbs of exact sums) of one (view, entity, level, group) are one string of float64 slots
+(quiver.aggregation.packed) that a read fetches whole; min, max, last live in a hash
+per group and distinct sets in a set per group; raw edge events in one string per
+minute bucket (or a list, for text values). Every key carries its entity in a hash
+tag and expires once the longest window has passed it. One Lua script merges a batch
+and records the stream offsets it covers, atomically, so a killed worker neither
+loses nor double-counts; a read of additive features is one MGET per entity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+import orjson
+import pyarrow as pa
+import redis
+
+from quiver.aggregation.state import aggregates_table, entity_strings, layout, table_rows
+from quiver.errors import TerminalError, TransientError
+
+if TYPE_CHECKING:
+    from quiver.definitions import FeatureView
+
+__all__ = ["RedisAggregateState"]
+
+
+class RedisAggregateState:
+    """Aggregation state methods of ``RedisOnlineStore`` (which provides the client, the
+    key prefix, the URL, its read connection ``_mget`` and ``_unlink_prefix``)."""
+
+    _client: Any
+    prefix: str
+    url: str
+    _mget: Callable[[list[str]], list[bytes | None]]
+    _unlink_prefix: Callable[[str], None]
+
+    # ARGV[1]: the hash cells as JSON columns {k, f, o, t, v} plus their keys to expire
+    # {ek, em}, the offsets {ok, ov}, and the packed tile keys {pk, pe, pc} (name, expiry,
+    # number of records) and the raw event keys {rk, re, rn} (name, expiry, number of
+    # values; numeric views APPEND one value, others RPUSH one per event) with the byte
+    # length of each value {rl}; ARGV[2]: the packed records ('<i4d': slot, delta), key
+    # by key; ARGV[3]: the raw values, concatenated.
+    _AGG_LUA = """
+local function lt(a, b)
+  local x, y = tonumber(a), tonumber(b)
+  if x and y then return x < y end
+  return a < b
+end
+local d = cjson.decode(ARGV[1])
+for i = 1, #d.ok do  -- a batch whose offsets the state already holds was applied before
+  local held = redis.call('HGET', KEYS[1], d.ok[i])
+  if held and tonumber(held) >= tonumber(d.ov[i]) then return 0 end
+end
+local k, f, o, t, v = d.k, d.f, d.o, d.t, d.v
+for i = 1, #k do
+  local op = o[i]
+  if op == '+' then
+    redis.call('HINCRBYFLOAT', k[i], f[i], v[i])
+  elseif op == 'D' then
+    redis.call('SADD', k[i], f[i])
+  else
+    local cur = redis.call('HGET', k[i], f[i])
+    if op == 'L' then
+      local ct = redis.call('HGET', k[i], f[i] .. 't')
+      if (not cur) or lt(ct, t[i]) or (tonumber(ct) == tonumber(t[i]) and lt(cur, v[i])) then
+        redis.call('HSET', k[i], f[i], v[i], f[i] .. 't', t[i])
+      end
+    elseif (not cur) or (op == '<' and lt(v[i], cur)) or (op == '>' and lt(cur, v[i])) then
+      redis.call('HSET', k[i], f[i], v[i])
+    end
+  end
+end
+local blob, at = ARGV[2], 1
+for i = 1, #d.pk do  -- packed tiles: read, add the deltas slot by slot, write back with its expiry
+  local key = d.pk[i]
+  local cur = redis.call('GET', key)
+  local vals, n = {}, 0
+  if cur and #cur >= 8 then
+    n = #cur / 8
+    vals = {struct.unpack('<' .. string.rep('d', n), cur)}
+    vals[n + 1] = nil
+  end
+  for _ = 1, d.pc[i] do
+    local slot, v
+    slot, v, at = struct.unpack('<i4d', blob, at)
+    slot = slot + 1
+    while n < slot do n = n + 1; vals[n] = 0 end
+    vals[slot] = vals[slot] + v
+  end
+  redis.call('SET', key, struct.pack('<' .. string.rep('d', n), unpack(vals, 1, n)), 'PXAT', d.pe[i])
+end
+local raw, j = ARGV[3], 1
+at = 1
+for i = 1, #d.rk do  -- raw events; a new key gets its expiry as it is made
+  local k = d.rk[i]
+  if d.rn[i] == 0 then  -- numeric: fixed-size records appended to one string
+    local v = string.sub(raw, at, at + d.rl[j] - 1)
+    at, j = at + d.rl[j], j + 1
+    if not redis.call('SET', k, v, 'NX', 'PXAT', d.re[i]) then redis.call('APPEND', k, v) end
+  else
+    local n
+    for _ = 1, d.rn[i] do
+      n = redis.call('RPUSH', k, string.sub(raw, at, at + d.rl[j] - 1))
+      at, j = at + d.rl[j], j + 1
+    end
+    if n == d.rn[i] then redis.call('PEXPIREAT', k, d.re[i]) end
+  end
+end
+for i = 1, #d.ek do
+  redis.call('PEXPIREAT', d.ek[i], d.em[i])
+end
+for i = 1, #d.ok do
+  redis.call('HSET', KEYS[1], d.ok[i], d.ov[i])
+end
+return 1
+"""
+
+    def _agg_prefix(self, view_name: str) -> str:
+        return f"{self.prefix}:{view_name}:agg:"
+
+    def write_aggregates(self, writes: Sequence[Any], offsets: dict[str, int] | None = None,
+                         now_us: int | None = None, *, wait: bool = True) -> Any:
+        """Merge ``StateWrite``s and record ``offsets`` (scope -> next offset) in one script;
+        a batch whose offsets are already held is skipped (returns False). Keys, fields and
+        values are built by Arrow kernels and cross as one JSON document. With
+        ``wait=False`` it returns a function that waits for the reply (True/False), so the
+        caller can prepare the next batch while Redis applies this one."""
+        import time
+
+        import numpy as np
+        import pyarrow.compute as pc
+
+        from quiver.aggregation.windows import GROUP, LEVELS
+
+        from quiver.aggregation.packed import slots
+
+        cols: dict[str, list[Any]] = {c: [] for c in ("k", "f", "o", "t", "v", "ek", "em", "ok", "ov", "pk", "pe", "pc",
+                                                      "rk", "re", "rn", "rl")}
+        raw_args: list[bytes] = []
+        records: list[bytes] = []
+        for w in writes:
+            lay = w.layout
+            p = self._agg_prefix(w.view)
+            t = w.table
+            if t.num_rows and lay.packed.width:  # additive stats: packed tiles (aggregation.packed)
+                sl = slots(t, lay.packed.positions)
+                if len(sl.count):
+                    lv_s = pc.cast(pa.array(sl.level), pa.string())
+                    cols["pk"] += pc.binary_join_element_wise(p + "{", sl.entity, "}:p", lv_s, ":",
+                                                              pc.cast(pa.array(sl.group), pa.string()), "").to_pylist()
+                    cols["pe"] += (((sl.group + 1) * np.asarray(GROUP)[sl.level] + lay.max_window_us) // 1000).tolist()
+                    cols["pc"] += sl.count.tolist()
+                    rec = np.empty(len(sl.slot), dtype=[("slot", "<i4"), ("value", "<f8")])
+                    rec["slot"], rec["value"] = sl.slot, sl.value
+                    records.append(rec.tobytes())
+                t = t.filter(pc.not_equal(t.column("op"), "+"))
+            if t.num_rows:
+                s = lambda c: pc.cast(t.column(c), pa.string())  # noqa: E731
+                is_set = pc.equal(t.column("op"), "D")
+                lv = pc.if_else(is_set, pc.binary_join_element_wise("s", s("level"), ""), s("level"))
+                key = pc.binary_join_element_wise(p + "{", t.column("entity"), "}:", lv, ":", s("group"), "")
+                val = pc.coalesce(t.column("sval"), s("val"))
+                field = pc.binary_join_element_wise(s("tile"), s("stat"), ":")
+                field = pc.if_else(is_set, pc.binary_join_element_wise(field, val, ":"), field)
+                cols["k"] += key.to_pylist()
+                cols["f"] += field.to_pylist()
+                cols["o"] += t.column("op").to_pylist()
+                cols["t"] += pc.fill_null(s("ts"), "").to_pylist()
+                cols["v"] += pc.fill_null(val, "").to_pylist()
+                level = t.column("level").to_numpy()
+                group = t.column("group").to_numpy()
+                ends = (group + 1) * np.asarray(GROUP)[level] + lay.max_window_us
+                exp = pa.table({"k": key, "e": pa.array(ends // 1000)}).group_by("k").aggregate([("e", "max")])
+                cols["ek"] += exp.column("k").to_pylist()
+                cols["em"] += pc.cast(exp.column("e_max"), pa.string()).to_pylist()
+            raw = w.raw_table
+            if raw.num_rows:
+                self._raw_args(p, lay, raw, raw_args, cols)
+        for scope, off in (offsets or {}).items():
+            cols["ok"].append(scope)
+            cols["ov"].append(str(off))
+        doc = orjson.dumps(cols)
+        args = (1, f"{self.prefix}:__stream_offsets__", doc, b"".join(records), b"".join(raw_args))
+        try:
+            sha = getattr(self, "_agg_write_sha", None) or self._client.script_load(self._AGG_LUA)
+            self._agg_write_sha = sha
+            conn = self._client.connection_pool.get_connection()
+        except redis.ConnectionError as e:
+            raise TransientError(f"online store {self.url}: {e}; retry the batch") from e
+        sent = time.perf_counter()
+        try:
+            conn.send_command("EVALSHA", sha, *args)
+        except BaseException as e:
+            self._client.connection_pool.release(conn)
+            raise TransientError(f"online store {self.url}: {e}; retry the batch") from e
+
+        def reply() -> bool:
+            try:
+                try:
+                    out = conn.read_response()
+                except redis.exceptions.NoScriptError:
+                    self._agg_write_sha = self._client.script_load(self._AGG_LUA)
+                    out = self._client.execute_command("EVALSHA", self._agg_write_sha, *args)
+            except redis.ConnectionError as e:
+                conn.disconnect()
+                raise TransientError(f"online store {self.url}: {e}; retry the batch") from e
+            except redis.ResponseError as e:
+                raise TerminalError(f"online store {self.url}: {e}") from e
+            finally:
+                self._client.connection_pool.release(conn)
+            self.agg_write_seconds = time.perf_counter() - sent
+            return bool(out)
+
+        _ = LEVELS
+        return reply() if wait else reply
+
+    @staticmethod
+    def _raw_args(p: str, lay: Any, raw: pa.Table, out: list[bytes], cols: dict[str, list[Any]]) -> None:
+        """Raw events: fixed-size records APPENDed per (entity, minute) for numeric views
+        (read back in one GET), else one list element per event."""
+        import numpy as np
+        import pyarrow.compute as pc
+
+        from quiver.aggregation.windows import RAW_BUCKET
+
+        raw = raw.sort_by([("entity", "ascending"), ("bucket", "ascending")])
+        n = raw.num_rows
+        buckets = raw.column("bucket").to_numpy()
+        starts = np.zeros(1, dtype="int64")
+        if n > 1:
+            e_arr = raw.column("entity").combine_chunks()
+            changed = pc.not_equal(e_arr.slice(1), e_arr.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+            starts = np.concatenate([starts, np.flatnonzero(changed | (buckets[1:] != buckets[:-1])) + 1])
+        heads = raw.take(pa.array(starts))
+        tag = "a" if lay.numeric else "r"
+        cols["rk"] += pc.binary_join_element_wise(p + "{", heads.column("entity"), "}:" + tag + ":",
+                                                  pc.cast(heads.column("bucket"), pa.string()), "").to_pylist()
+        cols["re"] += (((heads.column("bucket").to_numpy() + 1) * RAW_BUCKET + lay.max_window_us) // 1000).tolist()
+        payload = raw.column("payload").combine_chunks()
+        offs = np.frombuffer(payload.buffers()[1], dtype="int32")[payload.offset: payload.offset + n + 1]
+        out.append(payload.buffers()[2].to_pybytes()[int(offs[0]): int(offs[-1])])  # the values, in order
+        counts = np.diff(np.append(starts, n))
+        if lay.numeric:  # one value per key: its records, one slice of the sorted buffer
+            cols["rn"] += [0] * len(counts)
+            cols["rl"] += (offs[np.append(starts, n)][1:] - offs[starts]).tolist()
+        else:
+            cols["rn"] += counts.tolist()
+            cols["rl"] += np.diff(offs).tolist()
+
+    def read_offsets(self, prefix: str = "") -> dict[str, int]:
+        """The next offset to consume per stream scope (``topic/partition``) the state holds."""
+        got = self._client.hgetall(f"{self.prefix}:__stream_offsets__")
+        out = {k.decode(): int(v) for k, v in got.items()}
+        return {k: v for k, v in out.items() if k.startswith(prefix)}
+
+    def read_aggregates(self, view: FeatureView, keys: pa.Table, features: Sequence[str], at: Any) -> pa.Table:
+        """Finalized aggregates over ``[at - w, at)``, one row per row of ``keys``."""
+        return aggregates_table(self.read_aggregate_rows, view, keys, features, at)
+
+    def read_aggregate_rows(self, view: FeatureView, keys: Sequence[tuple[Any, ...]], features: Sequence[str],
+                            at_us: int) -> list[tuple[Any, ...]]:
+        """``read_aggregates`` for key tuples: one tuple of feature values per key, at
+        ``at_us`` (epoch microseconds); what a request reads, without Arrow."""
+        lay = layout(view)
+        plan = lay.plan(features, at_us)
+        ents = entity_strings(view, keys)
+        p = self._agg_prefix(view.name)
+        if lay.numeric and lay.packed.handles(plan):
+            return self._read_packed(lay, plan, ents, p)
+        return table_rows(self._read_cells(lay, plan, ents, p), [a.name for a in plan.aggregations])
+
+    def _read_cells(self, lay: Any, plan: Any, ents: list[str], p: str) -> pa.Table:
+        """Any aggregates: the hash cells, distinct sets, packed tiles and raw events of
+        the plan, per entity one pipeline, folded by ``StateLayout.fold``."""
+        import numpy as np
+
+        from quiver.aggregation.packed import ADDITIVE
+        from quiver.aggregation.windows import GROUP, LEVELS
+
+        groups = plan.groups()
+        wanted = {i for a in plan.aggregations for i, s in enumerate(lay.stats) if s.column == a.column}
+        stats = [(i, s.kind) for i, s in enumerate(lay.stats) if s.kind != "set" and s.kind not in ADDITIVE and i in wanted]
+        sets = [i for i, s in enumerate(lay.stats) if s.kind == "set"]
+        adds = [(i, lay.packed.positions[i]) for i in sorted(wanted) if lay.stats[i].kind in ADDITIVE]
+        fields_of: list[tuple[int, int, list[int], list[bytes], list[tuple[int, int, bool]]]] = []
+        for lv, g, tiles in groups:
+            fields, meta = [], []
+            for tl in tiles:
+                for i, kind in stats:
+                    fields.append(f"{tl}:{i}".encode())
+                    meta.append((tl, i, False))
+                    if kind == "last":
+                        fields.append(f"{tl}:{i}t".encode())
+                        meta.append((tl, i, True))
+            fields_of.append((lv, g, tiles, fields, meta))
+        pipe = self._client.pipeline(transaction=False)
+        uniq = list(dict.fromkeys(ents))
+        for e in uniq:
+            for lv, g, _, fields, _ in fields_of:
+                if fields:
+                    pipe.execute_command("HMGET", f"{p}{{{e}}}:{lv}:{g}", *fields)
+                if sets:
+                    pipe.execute_command("SMEMBERS", f"{p}{{{e}}}:s{lv}:{g}")
+                if adds:
+                    pipe.execute_command("GET", f"{p}{{{e}}}:p{lv}:{g}")
+            for b in plan.raw_buckets:
+                if lay.numeric:
+                    pipe.execute_command("GET", f"{p}{{{e}}}:a:{b}")
+                else:
+                    pipe.execute_command("LRANGE", f"{p}{{{e}}}:r:{b}", 0, -1)
+        try:
+            res = pipe.execute()
+        except redis.ConnectionError as err:
+            raise TransientError(f"online store {self.url}: {err}; retry when Redis is reachable") from err
+        rows_of: dict[str, list[int]] = {}
+        for r, e in enumerate(ents):
+            rows_of.setdefault(e, []).append(r)
+        cells: list[tuple[Any, ...]] = []
+        raw: list[tuple[int, bytes]] = []
+        pos = 0
+        width = lay.packed.width
+        num = {i: k in ("n", "s", "q") or lay.value_types[lay.stats[i].column] != pa.string() for i, k in stats}
+        set_num = {i: lay.value_types[lay.stats[i].column] != pa.string() for i in sets}
+        for e in uniq:
+            rows = rows_of[e]
+            found: list[tuple[Any, ...]] = []
+            for lv, g, tiles, fields, meta in fields_of:
+                if fields:
+                    values = res[pos]
+                    pos += 1
+                    got: dict[tuple[int, int], list[Any]] = {}
+                    for (tl, i, is_ts), v in zip(meta, values):
+                        if v is not None:
+                            got.setdefault((tl, i), [None, None])[0 if is_ts else 1] = v
+                    for (tl, i), (ts, v) in got.items():
+                        if v is not None:
+                            found.append((lv, tl, i, None if ts is None else int(float(ts)),
+                                          float(v) if num[i] else v.decode()))
+                if sets:
+                    want = set(tiles)
+                    for m in res[pos]:
+                        tl, i, v = m.decode().split(":", 2)
+                        if int(tl) in want:
+                            found.append((lv, int(tl), int(i), None, float(v) if set_num[int(i)] else v))
+                    pos += 1
+                if adds:
+                    packed = np.frombuffer(res[pos] or b"", dtype="<f8")
+                    pos += 1
+                    first = g * (GROUP[lv] // LEVELS[lv])
+                    for tl in tiles:
+                        for i, at_ in adds:
+                            k = (tl - first) * width + at_
+                            if k < len(packed) and packed[k] != 0:
+                                found.append((lv, tl, i, None, float(packed[k])))
+            for _ in plan.raw_buckets:
+                bucket = res[pos]
+                for payload in ([bucket] if bucket else []) if lay.numeric else bucket:
+                    raw.extend((r, payload) for r in rows)
+                pos += 1
+            cells.extend((r, *c) for r in rows for c in found)
+        return lay.fold(plan, len(ents), cells, raw)
+
+    def _read_packed(self, lay: Any, plan: Any, ents: list[str], p: str) -> list[tuple[Any, ...]]:
+        """Additive aggregates (count, sum, mean, stddev): per entity one MGET of its packed
+        tile groups and raw edge buckets (every key in the entity's hash slot), folded in numpy."""
+        pk = lay.packed
+        groups = pk.groups(plan)
+        suffixes = [f"p{lv}:{g}" for lv, g in groups] + [f"a:{b}" for b in plan.raw_buckets]
+        uniq = list(dict.fromkeys(ents))
+        try:
+            if len(uniq) == 1:  # a request's one entity: the kept read connection of ``_mget``
+                res = [self._mget([f"{p}{{{uniq[0]}}}:{s}" for s in suffixes])]
+            else:
+                pipe = self._client.pipeline(transaction=False)
+                for e in uniq:
+                    pipe.execute_command("MGET", *[f"{p}{{{e}}}:{s}" for s in suffixes])
+                res = pipe.execute()
+        except redis.ConnectionError as e:
+            raise TransientError(f"online store {self.url}: {e}; retry when Redis is reachable") from e
+        n = len(groups)
+        by_entity = {e: tuple(pk.fold(plan, got[:n], b"".join([x for x in got[n:] if x]))) for e, got in zip(uniq, res)}
+        return [by_entity[e] for e in ents]
+
+    def delete_aggregates(self, view_name: str) -> None:
+        """Drop a view's aggregation state (before a rebuild)."""
+        self._unlink_prefix(self._agg_prefix(view_name))
