@@ -39,7 +39,6 @@ import json
 import os
 import random
 import shutil
-import signal
 import statistics
 import subprocess
 import sys
@@ -50,7 +49,7 @@ from pathlib import Path
 from typing import Any
 
 from bench.online import DEFS, FEATURES, data_dir, time_range
-from bench.serving import free_port, wait_port
+from bench.serving import free_port, stop, wait_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -248,12 +247,7 @@ def run_http(repo: Path, setting: str, seconds: float, folder: Path, seed: int) 
         r["cpu_us"] = (cpu_seconds(proc.pid) - cpu0) / max(r["requests"], 1) * 1e6
         return r
     finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-            proc.wait()
+        stop(proc, timeout=30)  # a last spool write and its compaction may take a while
 
 
 def compare(kind: str, settings: list[str], rounds: int, served: Path, run: Any) -> None:

@@ -115,14 +115,13 @@ class StreamWorker:
 
         cls = plugins.load("stream", "kafka")
         for src, _, _ in self.parts:
-            topic = src.topic
-
-            def start(t: str, topic: str = topic) -> dict[int, int]:
-                got = self.online.read_offsets(f"{t}/")
-                return {int(k.split("/")[-1]): v for k, v in got.items()}
-
-            self.streams.append(cls(self.bootstrap or src.bootstrap_servers, topic, self.group, start_offsets=start,
+            self.streams.append(cls(self.bootstrap or src.bootstrap_servers, src.topic, self.group,
+                                    start_offsets=self._held,
                                     options=self.consumer_options, dead_letter_topic=self.dead_letter_topic))
+
+    def _held(self, topic: str) -> dict[int, int]:
+        """The next offset per partition of ``topic`` that the online state holds."""
+        return {int(k.split("/")[-1]): v for k, v in self.online.read_offsets(f"{topic}/").items()}
 
     def run(self, *, idle_exit: float | None = None, max_seconds: float | None = None) -> dict[str, Any]:
         """Consume until ``stop()``; with ``idle_exit``, return once every assigned
@@ -167,8 +166,7 @@ class StreamWorker:
         if not len(msgs):
             self._settle()
             return 0
-        held = {int(k.split("/")[-1]): v for k, v in self.online.read_offsets(f"{src.topic}/").items()} \
-            if ing.stats.batches == 0 else ing.stats.positions
+        held = self._held(src.topic) if ing.stats.batches == 0 else ing.stats.positions
         in_batch = np.unique(msgs.partitions).tolist()
         floor = np.zeros(len(msgs), dtype="int64")
         for p in in_batch:
@@ -219,7 +217,7 @@ class StreamWorker:
             return
         pending, src, ing, stream, nxt, created = inflight
         if not pending():  # the state held these offsets already: another worker got there first
-            held = {int(k.split("/")[-1]): v for k, v in self.online.read_offsets(f"{src.topic}/").items()}
+            held = self._held(src.topic)
             log.warning("batch of %s already in the state; resuming from %s", src.topic, held)
             ing.stats.positions.update(held)
             stream.seek(held)

@@ -189,10 +189,7 @@ class ServedLog:
         if no is None:
             no = self._register(plan, response, request)
         t = time.time_ns() // 1000 if now_us is None else now_us
-        try:  # an OnlineResponse's own key and value columns, without building the merged to_dict()
-            rec = (no, t, *response._keys.values(), *response._values.values())
-        except AttributeError:
-            rec = (no, t, *response.to_dict().values())
+        rec = (no, t, *response.columns())
         if request is not None:
             rec = (*rec, *request.values())
         try:
@@ -215,10 +212,7 @@ class ServedLog:
     def _register(self, plan: Any, response: Any, request: dict[str, list[Any]] | None) -> int:
         """Once per feature list: its Parquet schema, numbered (plans of one shape share a number)."""
         refs = output_refs(plan)
-        try:  # the columns in the order log() takes them
-            names = [*response._keys, *response._values]
-        except AttributeError:
-            names = list(response.to_dict())
+        names = [*response.join_keys, *response.feature_names]  # the order of response.columns()
         fields = [pa.field(REQUEST_TIME, TS)] + [pa.field(n, plan.arrow_types.get(n, pa.null())) for n in names]
         meta = {"quiver.refs": json.dumps(refs), "quiver.join_keys": json.dumps(list(plan.join_keys))}
         if request is not None:

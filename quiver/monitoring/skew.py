@@ -100,7 +100,7 @@ def _comparable(store: Any, refs: dict[str, str], request: list[str], skipped: d
     whose request fields were logged (the others go to ``skipped`` with the reason)."""
     out = {}
     for col, ref in refs.items():
-        view = store.registry.get_view(ref.partition(":")[0].split("@")[0])
+        view = _view_of(store, ref)
         missing = [] if hasattr(view, "aggregations") else [f for f in view.request_dtypes if f not in request]
         if missing:
             skipped.setdefault(ref, f"request field(s) {', '.join(missing)} not in the served log (the caller of "
@@ -112,8 +112,12 @@ def _comparable(store: Any, refs: dict[str, str], request: list[str], skipped: d
 
 def _tolerant(store: Any, ref: str) -> bool:
     """Only an on-demand output (a Python function's float arithmetic) gets a tolerance."""
-    view = store.registry.get_view(ref.partition(":")[0].split("@")[0])
-    return not hasattr(view, "aggregations")
+    return not hasattr(_view_of(store, ref), "aggregations")
+
+
+def _view_of(store: Any, ref: str) -> Any:
+    """The view (feature view or on-demand view) of a logged reference ``view[@version]:feature``."""
+    return store.registry.get_view(ref.partition(":")[0].split("@")[0])
 
 
 def _differs(served: pa.ChunkedArray, expected: pa.ChunkedArray, tolerant: bool) -> pa.ChunkedArray:

@@ -94,10 +94,10 @@ class OnlineResponse:
         """The read time: TTLs and windows were evaluated at this instant."""
         return _EPOCH + timedelta(microseconds=self._now)
 
-    @property
-    def evaluated_us(self) -> int:
-        """``evaluated_at`` in epoch microseconds."""
-        return self._now
+    def columns(self) -> tuple[list[Any], ...]:
+        """The join key columns, then the feature columns (``join_keys + feature_names``),
+        without building the merged ``to_dict()``: what the served-vector log records."""
+        return (*self._keys.values(), *self._values.values())
 
     def to_dict(self) -> dict[str, list[Any]]:
         """Join keys, then features (full names ``view__feature`` when asked for)."""
@@ -134,10 +134,6 @@ class OnlineResponse:
     def event_timestamps(self) -> dict[str, list[datetime | None]]:
         return {v: [_dt(us) for us in col] for v, col in self._view_events().items()}
 
-    def event_timestamps_iso(self) -> dict[str, list[str | None]]:
-        """``event_timestamps`` as ISO-8601 UTC text ending in ``Z`` (what the server sends)."""
-        return {v: [None if us is None else iso_z(us) for us in col] for v, col in self._view_events().items()}
-
     def results(self, names: Sequence[str], start: int = 0, stop: int | None = None) -> list[dict[str, Any]]:
         """Per entity row from ``start`` to ``stop``, in order: ``{"values", "statuses",
         "event_timestamps"}`` of the output columns ``names`` (values and statuses per
@@ -145,20 +141,11 @@ class OnlineResponse:
         in one pass over the stored rows."""
         stop = self._n if stop is None else stop
         n = stop - start
-        data = {**self._keys, **self._values}
+        data = self.to_dict()
         columns = [data[c][start:stop] for c in names]
-        by_view: dict[str, list[str]] = {}
-        times: dict[str, list[str | None]] = {}
-        for view, (rows, ttl) in self._views.items():
-            if rows is None:  # an aggregate view: evaluated now
-                by_view[view] = [PRESENT] * n
-                times[view] = [iso_z(self._now)] * n
-                continue
-            rows = rows[start:stop]
-            oldest = None if ttl is None else self._now - ttl
-            by_view[view] = [NOT_FOUND if r is None else OUTSIDE_TTL if oldest is not None and r[-1] < oldest
-                             else PRESENT for r in rows]
-            times[view] = [None if r is None else iso_z(r[-1]) for r in rows]
+        by_view = {view: self._view_status(view)[start:stop] for view in self._views}
+        times = {view: [None if us is None else iso_z(us) for us in col[start:stop]]
+                 for view, col in self._view_events().items()}
         present = [PRESENT] * n
         status_cols = [present if (v := self._status_of.get(c)) is None else by_view[v] for c in names]
         return [
@@ -173,13 +160,13 @@ class OnlineResponse:
         row's ``results`` and the evaluation time as ISO-8601 text."""
         memo = self._rendered
         if memo is None or memo[0] != tuple(keys):
-            names = [c for c in {**self._keys, **self._values} if c not in keys]
+            names = [c for c in self.to_dict() if c not in keys]
             memo = self._rendered = (tuple(keys), names, self.results(names), iso_z(self._now))
         return memo[1], memo[2], memo[3]
 
     def to_arrow(self) -> pa.Table:
         cols: dict[str, pa.Array] = {}
-        for name, col in {**self._keys, **self._values}.items():
+        for name, col in self.to_dict().items():
             cols[name] = pa.array(col, type=self._types.get(name))
         return pa.table(cols)
 

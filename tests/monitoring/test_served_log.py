@@ -77,10 +77,18 @@ class _Plan:
 
 @dataclass
 class _Response:
-    values: dict[str, list[Any]]
+    """What ``ServedLog.log`` reads of an ``OnlineResponse``: the column names and the
+    columns, join keys first."""
 
-    def to_dict(self) -> dict[str, list[Any]]:
-        return self.values
+    values: dict[str, list[Any]]
+    join_keys: list[str] = field(default_factory=lambda: ["id"])
+
+    @property
+    def feature_names(self) -> list[str]:
+        return [c for c in self.values if c not in self.join_keys]
+
+    def columns(self) -> tuple[list[Any], ...]:
+        return tuple(self.values[c] for c in [*self.join_keys, *self.feature_names])
 
 
 def _plan() -> _Plan:

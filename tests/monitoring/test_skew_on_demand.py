@@ -45,14 +45,21 @@ def _requests(n: int) -> list[tuple[list[dict[str, int]], dict[str, list[float]]
     return out
 
 
+def _served(store: FeatureStore, mon_now: datetime, n: int, *, with_request: bool) -> ServedLog:
+    """Apply and materialize, then serve ``n`` requests of ``_requests`` and log every
+    response, with the request values the on-demand views read or without them."""
+    store.apply()
+    store.materialize(mon_now - timedelta(days=9), mon_now)
+    log = ServedLog(served_dir(store.config), 1.0, flush_seconds=60, compact_bytes=0)
+    for rows, ctx in _requests(n):
+        resp = store.get_online_features(features=REFS, entity_rows=rows, request_context=ctx)
+        log.log(store.__dict__["_online_reader"].plan(REFS, None, False), resp, None, ctx if with_request else None)
+    return log
+
+
 def test_on_demand_features_are_recomputed_from_logged_request_values(tmp_path: Path, mon_now: datetime) -> None:
     with FeatureStore(_repo(tmp_path, mon_now, rate=0.0)) as store:
-        store.apply()
-        store.materialize(mon_now - timedelta(days=9), mon_now)
-        log = ServedLog(served_dir(store.config), 1.0, flush_seconds=60, compact_bytes=0)
-        for rows, ctx in _requests(20):
-            resp = store.get_online_features(features=REFS, entity_rows=rows, request_context=ctx)
-            log.log(store.__dict__["_online_reader"].plan(REFS, None, False), resp, None, ctx)
+        log = _served(store, mon_now, 20, with_request=True)
         log.flush()
         clean = store.monitor_skew()
         assert clean.ok and clean.requests == 30 and not clean.not_compared
@@ -72,12 +79,7 @@ def test_on_demand_features_are_recomputed_from_logged_request_values(tmp_path: 
 
 def test_without_request_values_only_their_on_demand_features_go_unchecked(tmp_path: Path, mon_now: datetime) -> None:
     with FeatureStore(_repo(tmp_path, mon_now, rate=0.0)) as store:
-        store.apply()
-        store.materialize(mon_now - timedelta(days=9), mon_now)
-        log = ServedLog(served_dir(store.config), 1.0, flush_seconds=60, compact_bytes=0)
-        for rows, ctx in _requests(8):
-            resp = store.get_online_features(features=REFS, entity_rows=rows, request_context=ctx)
-            log.log(store.__dict__["_online_reader"].plan(REFS, None, False), resp)
+        log = _served(store, mon_now, 8, with_request=False)
         log.close()
         rep = store.monitor_skew()
         assert rep.ok and rep.requests == 12
