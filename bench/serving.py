@@ -42,6 +42,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
+PIN: list[str] = []  # with --pin: the CPUs of the server, and of the client and Redis
 VECTOR = (b'{"feature_names":["account_age_days","credit_limit","country","avg_amount_90d","num_orders_90d",'
           b'"merchant_risk","merchant_tx_count_1h","merchant_avg_amount_1h","distance_from_home_km",'
           b'"amount_to_avg_90d"],"results":[{"values":[812,5000.0,"US",33.1,20,0.05,31,32.9,12.5,1.3],'
@@ -125,7 +126,8 @@ def cpu_seconds(session: int) -> float:
 
 
 def start_server(args: list[str], port: int) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen(args, cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL)
+    pin = ["taskset", "-c", PIN[0]] if PIN else []
+    proc = subprocess.Popen([*pin, *args], cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL)
     wait_port(port, proc)
     return proc
 
@@ -137,7 +139,8 @@ def wrk(url: str, body: bytes, connections: int, duration: int, folder: Path, he
              'wrk.headers["Content-Type"] = "application/json"']
     lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
     script.write_text("\n".join(lines) + "\n")
-    out = subprocess.run(["wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
+    pin = ["taskset", "-c", PIN[1]] if PIN else []
+    out = subprocess.run([*pin, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
                          capture_output=True, text=True, check=True).stdout
     pct = {m.group(1): _ms(m.group(2)) for m in re.finditer(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M)}
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -156,7 +159,8 @@ def _ms(text: str) -> float:
 class Redis:
     def __init__(self, folder: Path) -> None:
         self.port = free_port()
-        subprocess.run(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+        pin = ["taskset", "-c", PIN[1]] if PIN else []
+        subprocess.run([*pin, "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                         "--appendonly", "no", "--dir", str(folder), "--pidfile", str(folder / "redis.pid"),
                         "--logfile", str(folder / "redis.log"), "--daemonize", "yes"], check=True)
         deadline = time.monotonic() + 10
@@ -232,8 +236,12 @@ def main() -> None:
     ap.add_argument("--workers", type=int, default=1)
     ap.add_argument("--scale", default="small")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
+    ap.add_argument("--pin", metavar="SERVER_CPUS:CLIENT_CPUS",
+                    help="run the server on these CPUs, wrk and Redis on those (e.g. 0:1), as a server host would")
     ap.add_argument("--serve-floor", metavar="SERVER:PORT", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.pin:
+        PIN[:] = args.pin.split(":")
     if args.serve_floor:
         from quiver.cli.serve import run_server
 

@@ -82,27 +82,19 @@ class PackedReader:
     """Reads of additive aggregates (count, sum, mean, stddev) from packed tiles
     and the raw events of the window edges; ``fold`` gives one value per feature."""
 
-    def __init__(self, layout: object, raw_dtype: np.dtype) -> None:
+    def __init__(self, layout: object) -> None:
         self.layout = layout
         stats = layout.stats  # type: ignore[attr-defined]
         self.positions = {i: p for p, i in enumerate(i for i, st in enumerate(stats) if st.kind in ADDITIVE)}
         self.width = len(self.positions)
-        self.raw_dtype = raw_dtype
         self._stat_pos = {st.name: self.positions[i] for i, st in enumerate(stats) if st.kind in ADDITIVE}
         self._columns = {c: j for j, c in enumerate(layout.columns)}  # type: ignore[attr-defined]
-        # per raw value column: (its field in the raw records, [(stat kind, slot position)])
-        self._raw_stats: list[tuple[str, list[tuple[str, int]]]] = []
-        for c, j in self._columns.items():
-            kinds = [(st.kind, self.positions[i]) for i, st in enumerate(stats) if st.column == c and st.kind in ADDITIVE]
-            if kinds:
-                self._raw_stats.append((f"c{j}", kinds))
         # per column: the slots of its finite count and of the limbs of its sum and sum of squares
-        self._exact: dict[str, tuple[int, np.ndarray, np.ndarray]] = {}
+        self._exact: dict[str, tuple[int, list[int], list[int]]] = {}
         for c in self._columns:
             pos = self._stat_pos
-            self._exact[c] = (pos.get(f"{c}.f", -1),
-                              np.asarray([pos.get(f"{c}.{k}", -1) for k in F.SUM_LIMBS], dtype="int64"),
-                              np.asarray([pos.get(f"{c}.{k}", -1) for k in F.SQUARE_LIMBS], dtype="int64"))
+            self._exact[c] = (pos.get(f"{c}.f", -1), [pos.get(f"{c}.{k}", -1) for k in F.SUM_LIMBS],
+                              [pos.get(f"{c}.{k}", -1) for k in F.SQUARE_LIMBS])
         self._cache: dict[tuple[Any, ...], Any] = {}
 
     @staticmethod
@@ -170,37 +162,39 @@ class PackedReader:
         acc = select @ tiles
         if np.isnan(acc).any():  # an out-of-range value's NaN limbs in some tile
             acc = np.stack([tiles[idx].sum(axis=0) for idx in rows])
-        if raw and self._raw_stats:
-            rec = np.frombuffer(raw, dtype=self.raw_dtype)
+        if raw:
+            rec = np.frombuffer(raw, dtype=self.layout._raw_dtype)  # type: ignore[attr-defined]
             # per window: start <= ts < end, and not a <= ts < b (the part its tiles hold; a == b:
             # none), each as one unsigned comparison of ts - lower bound with the range's length
-            ts = rec["ts"].astype("uint64")
+            ts = rec["ts"].view("uint64")
             bounds = np.array([(c.start, c.end - c.start, c.aligned[0], c.aligned[1] - c.aligned[0])
                                for c in plan.covers.values()], dtype="int64").view("uint64")  # type: ignore[attr-defined]
             keep = (ts - bounds[:, 0:1]) < bounds[:, 1:2]
             keep &= (ts - bounds[:, 2:3]) >= bounds[:, 3:4]
-            delta = self._deltas(rec)
-            edge = keep.astype("float64") @ delta.T
+            delta = self.deltas(rec)
+            edge = keep.astype("float64") @ delta
             if np.isnan(edge).any():
-                edge = np.stack([delta[:, k].sum(axis=1) for k in keep])
+                edge = np.stack([delta[k].sum(axis=0) for k in keep])
             acc += edge
-        return [self._finalize(agg, acc[i]) for i, agg in picks]
+        sums = acc.tolist()
+        return [self._finalize(agg, sums[i]) for i, agg in picks]
 
-    def _deltas(self, rec: np.ndarray) -> np.ndarray:
-        """Each raw event's additions to the slots, shape (width, events)."""
-        delta = np.zeros((self.width, len(rec)))
-        for field, kinds in self._raw_stats:
-            v = rec[field]
-            exact = F.additive_values(v, [k for k, _ in kinds])
-            for kind, p in kinds:
-                delta[p] = ~F.raw_null(v) if kind == "n" else exact[kind]
-        return delta
+    def deltas(self, rec: np.ndarray) -> np.ndarray:
+        """What raw records add to the slots, shape (events, width): their ``d`` as float64,
+        NaN where a value is out of range (``functions.LIMB_NAN``)."""
+        d = rec["d"]
+        out = d.astype("float64")
+        bad = d == F.LIMB_NAN
+        if bad.any():
+            out[bad] = np.nan
+        return out
 
-    def _finalize(self, agg: object, acc: np.ndarray) -> object:
-        """``functions.finalize`` for one entity: empty window -> count 0, others null."""
+    def _finalize(self, agg: object, acc: list[float]) -> object:
+        """``functions.finalize`` for one entity from its slot sums: empty window -> count 0,
+        others null."""
         c, f = agg.column, agg.function  # type: ignore[attr-defined]
         if f == "count":
-            return int(round(float(acc[self._stat_pos[f"{c}.n"]])))
+            return int(round(acc[self._stat_pos[f"{c}.n"]]))
         n, s, q = self._exact[c]
-        return E.finish(f, float(acc[n]), acc[s].tolist(), acc[q].tolist() if f == "stddev" else None,
+        return E.finish(f, acc[n], [acc[k] for k in s], [acc[k] for k in q] if f == "stddev" else None,
                         agg.name, c)  # type: ignore[attr-defined]

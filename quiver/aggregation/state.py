@@ -27,6 +27,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from quiver.aggregation import exact as E
 from quiver.aggregation import functions as F
 from quiver.aggregation import windows as W
 from quiver.aggregation.packed import PackedReader
@@ -34,10 +35,14 @@ from quiver.definitions import FeatureView
 from quiver.definitions.aggregation import Aggregation
 from quiver.errors import InputError
 
-__all__ = ["MERGE_OP", "Cells", "ReadPlan", "StateLayout", "StateWrite", "aggregates_table", "entity_keys",
+__all__ = ["MERGE_OP", "RAW_FORMAT", "Cells", "ReadPlan", "StateLayout", "StateWrite", "aggregates_table", "entity_keys",
            "entity_strings", "key_tuples", "layout", "table_rows"]
 
 EVENT_TS = "event_timestamp"
+# The version of the numeric raw record layout (``StateLayout._record_dtype``). Stores keep
+# raw events under it, so records of an older layout are never read as this one; they
+# expire by themselves, and ``quiver backfill VIEW --online`` rebuilds the state at once.
+RAW_FORMAT = 2
 _EMPTY_CELLS = pa.table({"entity": pa.array([], pa.int64()), "level": pa.array([], pa.int64()),
                          "tile": pa.array([], pa.int64()), "group": pa.array([], pa.int64()),
                          "stat": pa.array([], pa.int64()), "op": pa.array([], pa.string()),
@@ -203,8 +208,41 @@ class StateLayout:
         self.value_types: dict[str, pa.DataType] = {c: self._value_type(c) for c in self.columns}
         self.numeric = all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in self.value_types.values())
         self._tile_cache: dict[tuple[tuple[int, int], ...], tuple[dict[int, list[int]], list[int]]] = {}
-        self._raw_dtype = np.dtype([("ts", "<i8")] + [(f"c{i}", "<f8") for i in range(len(self.columns))])
-        self.packed = PackedReader(self, self._raw_dtype)  # additive stats as packed tiles (stores may use it)
+        self._by_name = {a.name: a for a in view.aggregations}
+        self.packed = PackedReader(self)  # additive stats as packed tiles (stores may use it)
+        self._raw_dtype = self._record_dtype()
+
+    def _record_dtype(self) -> np.dtype:
+        """A numeric raw event's record: its time, each column's value (``RAW_NULL`` for
+        null) and ``d``, what the event adds to each packed slot (its counts and the limbs
+        of its exact sums, ``PackedReader.positions``) as int32: worked out once, at
+        write, so that a read adds them as they are."""
+        fields: list[tuple[Any, ...]] = [("ts", "<i8")] + [(f"c{i}", "<f8") for i in range(len(self.columns))]
+        if self.packed.width:
+            fields.append(("d", "<i4", (self.packed.width,)))
+        return np.dtype(fields)
+
+    def _record_deltas(self, rec: np.ndarray) -> np.ndarray:
+        """``d`` of raw records whose time and values are set."""
+        d = np.zeros((len(rec), self.packed.width), dtype="<i4")
+        limbs: dict[tuple[int, bool], np.ndarray] = {}
+        for i, st in enumerate(self.stats):
+            if st.kind not in F.ADDITIVE:
+                continue
+            j = self.columns.index(st.column)
+            v = rec[f"c{j}"]
+            p = self.packed.positions[i]
+            if st.kind == "n":
+                d[:, p] = ~F.raw_null(v)
+            elif st.kind == "f":
+                d[:, p] = np.isfinite(v)
+            else:
+                square = st.kind in F.SQUARE_LIMBS
+                got = limbs.get((j, square))
+                if got is None:
+                    got = limbs[(j, square)] = F.record_limbs(v, square)
+                d[:, p] = got[:, int(st.kind[1:])]
+        return d
 
     def _value_type(self, column: str) -> pa.DataType:
         """The type values of ``column`` are kept as: the source schema's when it declares
@@ -309,6 +347,8 @@ class StateLayout:
                 if not (pa.types.is_integer(col.type) or pa.types.is_floating(col.type)):  # counted only
                     col = pc.if_else(pc.is_valid(col), 1.0, None)
                 rec[f"c{i}"] = pc.fill_null(pc.cast(col, pa.float64()), F.RAW_NULL).to_numpy(zero_copy_only=False)
+            if self.packed.width:
+                rec["d"] = self._record_deltas(rec)
             size = self._raw_dtype.itemsize
             fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(size), len(rec), [None, pa.py_buffer(rec.tobytes())])
             return fixed.cast(pa.binary())
@@ -338,8 +378,7 @@ class StateLayout:
 
     def plan(self, features: Sequence[str] | None, at: datetime | int) -> ReadPlan:
         """Which tiles and raw buckets a read of ``features`` at ``at`` needs."""
-        by_name = {a.name: a for a in self.view.aggregations}
-        aggs = [by_name[f] for f in features] if features else list(self.view.aggregations)
+        aggs = [self._by_name[f] for f in features] if features else list(self.view.aggregations)
         t = W.to_us(at)
         covers: dict[int, W.Cover] = {}
         for a in aggs:
@@ -435,8 +474,7 @@ class StateLayout:
         raw_val = {c: rec[f"c{j}"] for j, c in enumerate(self.columns)} if rec is not None else {}
         raw_ok = {c: ~np.isnan(v) for c, v in raw_val.items()}  # neither null nor NaN
         raw_set = {c: ~F.raw_null(v) for c, v in raw_val.items()}  # not null: what count counts
-        raw_exact = {c: F.additive_values(v, [st.kind for st in self.stats if st.column == c])
-                     for c, v in raw_val.items()}  # each raw event's exact-sum stats
+        raw_delta = self.packed.deltas(rec) if rec is not None and self.packed.width else None
         one = n_keys == 1  # a request for one entity: plain sums beat bincount
 
         def total(rows: np.ndarray, w: np.ndarray | None, n_rows: int) -> np.ndarray:
@@ -458,7 +496,7 @@ class StateLayout:
                 rv = raw_val[st.column][rsel] if rec is not None else np.empty(0)
                 rr = rrow[rsel]
                 if st.kind in F.ADDITIVE:
-                    x = None if st.kind == "n" else (raw_exact[st.column][st.kind][rsel] if rec is not None else rv)
+                    x = None if st.kind == "n" or raw_delta is None else raw_delta[rsel, self.packed.positions[i]]
                     acc[st.name] = total(crow[sel], cval[sel], 0) + total(rr, x, len(rr))
                 else:
                     fill, fn = (np.inf, np.minimum) if st.kind == "min" else (-np.inf, np.maximum)

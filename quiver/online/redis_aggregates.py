@@ -20,13 +20,15 @@ import orjson
 import pyarrow as pa
 import redis
 
-from quiver.aggregation.state import aggregates_table, entity_strings, layout, table_rows
+from quiver.aggregation.state import RAW_FORMAT, aggregates_table, entity_strings, layout, table_rows
 from quiver.errors import TerminalError, TransientError
 
 if TYPE_CHECKING:
     from quiver.definitions import FeatureView
 
 __all__ = ["RedisAggregateState"]
+
+_NUMERIC_RAW = f"a{RAW_FORMAT}"  # the key tag of numeric raw records (fixed-size, appended)
 
 
 class RedisAggregateState:
@@ -237,7 +239,7 @@ return 1
             changed = pc.not_equal(e_arr.slice(1), e_arr.slice(0, n - 1)).to_numpy(zero_copy_only=False)
             starts = np.concatenate([starts, np.flatnonzero(changed | (buckets[1:] != buckets[:-1])) + 1])
         heads = raw.take(pa.array(starts))
-        tag = "a" if lay.numeric else "r"
+        tag = _NUMERIC_RAW if lay.numeric else "r"
         cols["rk"] += pc.binary_join_element_wise(p + "{", heads.column("entity"), "}:" + tag + ":",
                                                   pc.cast(heads.column("bucket"), pa.string()), "").to_pylist()
         cols["re"] += (((heads.column("bucket").to_numpy() + 1) * RAW_BUCKET + lay.max_window_us) // 1000).tolist()
@@ -310,7 +312,7 @@ return 1
                     pipe.execute_command("GET", f"{p}{{{e}}}:p{lv}:{g}")
             for b in plan.raw_buckets:
                 if lay.numeric:
-                    pipe.execute_command("GET", f"{p}{{{e}}}:a:{b}")
+                    pipe.execute_command("GET", f"{p}{{{e}}}:{_NUMERIC_RAW}:{b}")
                 else:
                     pipe.execute_command("LRANGE", f"{p}{{{e}}}:r:{b}", 0, -1)
         try:
@@ -370,7 +372,7 @@ return 1
         tile groups and raw edge buckets (every key in the entity's hash slot), folded in numpy."""
         pk = lay.packed
         groups = pk.groups(plan)
-        suffixes = [f"p{lv}:{g}" for lv, g in groups] + [f"a:{b}" for b in plan.raw_buckets]
+        suffixes = [f"p{lv}:{g}" for lv, g in groups] + [f"{_NUMERIC_RAW}:{b}" for b in plan.raw_buckets]
         uniq = list(dict.fromkeys(ents))
         try:
             if len(uniq) == 1:  # a request's one entity: the kept read connection of ``_mget``

@@ -24,6 +24,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from quiver import types
+from quiver.aggregation.state import RAW_FORMAT
 from quiver.config import RepoConfig
 from quiver.errors import ConfigError, InputError, TransientError, closest
 from quiver.protocols import CREATED_TS, EVENT_TS, Capabilities
@@ -393,15 +394,16 @@ class SQLiteOnlineStore:
     # with the stream offsets they cover, so a killed worker neither loses nor
     # double-counts; rows past their expiry time are deleted as writes go by.
 
+    _RAW = f"__agg_raw{RAW_FORMAT}"  # raw events, by the layout of their records
     _AGG_DDL = (
         "CREATE TABLE IF NOT EXISTS __agg_cells (view TEXT NOT NULL, entity TEXT NOT NULL, level INTEGER NOT NULL,"
         " tile INTEGER NOT NULL, stat INTEGER NOT NULL, member NOT NULL, op TEXT, ts INTEGER, val, expires INTEGER,"
         " PRIMARY KEY (view, entity, level, tile, stat, member)) WITHOUT ROWID",
-        "CREATE TABLE IF NOT EXISTS __agg_raw (view TEXT NOT NULL, entity TEXT NOT NULL, bucket INTEGER NOT NULL,"
+        f"CREATE TABLE IF NOT EXISTS {_RAW} (view TEXT NOT NULL, entity TEXT NOT NULL, bucket INTEGER NOT NULL,"
         " data BLOB NOT NULL, expires INTEGER)",
-        "CREATE INDEX IF NOT EXISTS __agg_raw_key ON __agg_raw (view, entity, bucket)",
+        f"CREATE INDEX IF NOT EXISTS {_RAW}_key ON {_RAW} (view, entity, bucket)",
         "CREATE INDEX IF NOT EXISTS __agg_cells_exp ON __agg_cells (expires)",
-        "CREATE INDEX IF NOT EXISTS __agg_raw_exp ON __agg_raw (expires)",
+        f"CREATE INDEX IF NOT EXISTS {_RAW}_exp ON {_RAW} (expires)",
         "CREATE TABLE IF NOT EXISTS __stream_offsets (scope TEXT PRIMARY KEY, next_offset INTEGER NOT NULL)",
     )
     _AGG_UPSERT = (
@@ -445,13 +447,13 @@ class SQLiteOnlineStore:
                          lay.tile_expires_at(lv, tl))
                         for e, lv, tl, st, op, ts, v in w.cells
                     ])
-                    con.executemany("INSERT INTO __agg_raw VALUES (?,?,?,?,?)",
+                    con.executemany(f"INSERT INTO {self._RAW} VALUES (?,?,?,?,?)",
                                     [(name, e, b, p, lay.raw_expires_at(b)) for e, b, p in w.raw])
                 if offsets:
                     con.executemany("INSERT OR REPLACE INTO __stream_offsets VALUES (?, ?)", list(offsets.items()))
                 if now_us is not None:
                     con.execute("DELETE FROM __agg_cells WHERE expires <= ?", (now_us,))
-                    con.execute("DELETE FROM __agg_raw WHERE expires <= ?", (now_us,))
+                    con.execute(f"DELETE FROM {self._RAW} WHERE expires <= ?", (now_us,))
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -497,7 +499,7 @@ class SQLiteOnlineStore:
                 for e, *rest in con.execute(q, [view.name, *chunk, lv, lo, hi]):
                     cells.extend((r, *rest) for r in row_of[e])
             if plan.raw_buckets:
-                q = (f"SELECT entity, data FROM __agg_raw WHERE view = ? AND entity IN ({marks}) "
+                q = (f"SELECT entity, data FROM {self._RAW} WHERE view = ? AND entity IN ({marks}) "
                      f"AND bucket IN ({','.join('?' * len(plan.raw_buckets))})")
                 for e, data in con.execute(q, [view.name, *chunk, *plan.raw_buckets]):
                     raw.extend((r, data) for r in row_of[e])
@@ -507,4 +509,4 @@ class SQLiteOnlineStore:
         """Drop a view's aggregation state (before a rebuild)."""
         con = self._agg_con()
         con.execute("DELETE FROM __agg_cells WHERE view = ?", (view_name,))
-        con.execute("DELETE FROM __agg_raw WHERE view = ?", (view_name,))
+        con.execute(f"DELETE FROM {self._RAW} WHERE view = ?", (view_name,))

@@ -138,9 +138,17 @@ def test_a_huge_value_outside_a_window_leaves_it_alone(kind: str, tmp_path: Path
     rows = [(at - w - timedelta(seconds=10), 4e22),  # same raw bucket as the window's start, before it
             (at - timedelta(minutes=30), 4e22),  # a whole minute tile, outside the window
             (at - w + timedelta(seconds=5), 1.25), (at - timedelta(minutes=3), 2.5), (at - timedelta(seconds=1), 0.5)]
-    table = pa.table({"user_id": [0] * len(rows), "amount": [v for _, v in rows],
-                      "event_timestamp": pa.array([t for t, _ in rows], pa.timestamp("us", tz="UTC"))})
+    # user 1: in the raw edge [minute, at), 1e12 (whose square is out of range for stddev)
+    # and 4e22 (out of range for sum) just after the edge's end
+    edge = [(at - timedelta(seconds=5), 1e12), (at - timedelta(seconds=3), 2.0), (at + timedelta(seconds=1), 4e22)]
+    table = pa.table({"user_id": [0] * len(rows) + [1] * len(edge), "amount": [v for _, v in rows + edge],
+                      "event_timestamp": pa.array([t for t, _ in rows + edge], pa.timestamp("us", tz="UTC"))})
     store.write_aggregates([lay.write(table)], {"t/0": 1})
+    one = [a.name for a in ADDITIVE if a.window == w and a.function != "stddev"]
+    got = store.read_aggregates(view, pa.table({"user_id": [1]}), one, at).to_pylist()[0]
+    assert got["amount_count_10m"] == 2 and got["amount_sum_10m"] == 1e12 + 2.0
+    with pytest.raises(InputError, match="amount_stddev_10m"):
+        store.read_aggregates(view, pa.table({"user_id": [1]}), ["amount_stddev_10m"], at)
     names = [a.name for a in ADDITIVE if a.window == w]
     got = store.read_aggregates(view, pa.table({"user_id": [0]}), names, at).to_pylist()[0]
     assert got["amount_count_10m"] == 3 and got["amount_sum_10m"] == 4.25 and got["amount_mean_10m"] == 4.25 / 3
