@@ -163,7 +163,8 @@ def post(url: str, body: bytes, timeout: float = 10) -> tuple[int, bytes]:
 
 
 @contextmanager
-def feast_server(repo: Path, redis_url: str, folder: Path, *, on_demand: bool = True) -> Iterator[tuple[str, bytes, str]]:
+def feast_server(repo: Path, redis_url: str, folder: Path, *, on_demand: bool = True,
+                 workers: int = 1) -> Iterator[tuple[str, bytes, str]]:
     """Feast 0.67 serving fraud_model from ``redis_url``: yields (POST URL, request body, note).
 
     ``on_demand=False`` asks for the 8 stored features only (a Feast feature
@@ -189,7 +190,7 @@ def feast_server(repo: Path, redis_url: str, folder: Path, *, on_demand: bool = 
     _run([feast_bin, "materialize", "2000-01-01T00:00:00+00:00", end.isoformat()], frepo, env, log)
     print(f"feast apply + materialize in {time.perf_counter() - t:.1f} s", file=sys.stderr)
     port = free_port()
-    cmd = [feast_bin, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", "1", "--no-access-log",
+    cmd = [feast_bin, "serve", "--host", "127.0.0.1", "--port", str(port), "--workers", str(workers), "--no-access-log",
            "--max-requests", "0", "--max-requests-jitter", "0", "--registry_ttl_sec", "3600"]
     with log.open("ab") as out:
         proc = subprocess.Popen(cmd, cwd=frepo, env=env, start_new_session=True, stdout=out, stderr=subprocess.STDOUT)
@@ -212,7 +213,7 @@ def feast_server(repo: Path, redis_url: str, folder: Path, *, on_demand: bool = 
                                  env=env, capture_output=True, text=True).stdout.strip()
         what = ("fraud_model: 8 stored + 2 on-demand (python mode)" if on_demand
                 else "fraud_model_stored: the 8 stored features only")
-        note = (f"Feast {version} feature server (feast serve: gunicorn, 1 uvicorn worker, no access log, "
+        note = (f"Feast {version} feature server (feast serve: gunicorn, {workers} uvicorn worker(s), no access log, "
                 f"no worker recycling), feature service {what}, from Redis")
         yield url, body, note
     finally:

@@ -212,12 +212,14 @@ def report(target: str, server: str, c: int, r: dict[str, Any]) -> None:
           f"  {cpu}  non-2xx {r['non_2xx']} {r['socket_errors']}", flush=True)
 
 
-def run_feast(repo: Path, redis: Redis, folder: Path, conns: list[int], duration: int) -> list[dict[str, Any]]:
-    """Feast's feature server on the same data, in database 1 of the same Redis."""
+def run_feast(repo: Path, redis: Redis, folder: Path, conns: list[int], duration: int,
+              workers: int = 1) -> list[dict[str, Any]]:
+    """Feast's feature server on the same data, in database 1 of the same Redis, with as
+    many workers as quiver's."""
     from bench.feast_serving import feast_server
 
     rows = []
-    with feast_server(repo, f"redis://127.0.0.1:{redis.port}/1", folder / "feast") as (url, body, note):
+    with feast_server(repo, f"redis://127.0.0.1:{redis.port}/1", folder / "feast", workers=workers) as (url, body, note):
         print(note, file=sys.stderr)
         wrk(url, body, 4, 2, folder, {})  # warm-up
         for c in conns:
@@ -233,7 +235,8 @@ def main() -> None:
     ap.add_argument("--connections", default="1,16")
     ap.add_argument("--servers", default="uvicorn", help="comma-separated: uvicorn (quiver serve's default), granian")
     ap.add_argument("--targets", default="floor,quiver,feast", help="comma-separated: floor, quiver, feast")
-    ap.add_argument("--workers", type=int, default=1)
+    ap.add_argument("--workers", type=int, default=2,
+                    help="server workers, quiver's and Feast's alike (2: one per core of the benchmark machine)")
     ap.add_argument("--scale", default="small")
     ap.add_argument("--json", action="store_true", help="print the figures as JSON")
     ap.add_argument("--pin", metavar="SERVER_CPUS:CLIENT_CPUS",
@@ -270,7 +273,7 @@ def main() -> None:
                 for target in targets:
                     if target == "feast":
                         if server == servers[0]:  # Feast runs on its own server, once
-                            rows += run_feast(repo, redis, folder, conns, args.duration)  # type: ignore[arg-type]
+                            rows += run_feast(repo, redis, folder, conns, args.duration, args.workers)  # type: ignore[arg-type]
                         continue
                     port = free_port()
                     if target == "floor":

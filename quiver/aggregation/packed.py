@@ -159,11 +159,8 @@ class PackedReader:
         _, sizes, rows, picks, select = self._selection(plan)
         tiles = np.frombuffer(b"".join([(d or b"").ljust(n, b"\0") for d, n in zip(packed, sizes)]),
                               dtype="<f8").reshape(-1, self.width)
-        acc = select @ tiles
-        if np.isnan(acc).any():  # an out-of-range value's NaN limbs in some tile
-            acc = np.stack([tiles[idx].sum(axis=0) for idx in rows])
         if raw:
-            rec = np.frombuffer(raw, dtype=self.layout._raw_dtype)  # type: ignore[attr-defined]
+            rec: Any = np.frombuffer(raw, dtype=self.layout._raw_dtype)  # type: ignore[attr-defined]
             # per window: start <= ts < end, and not a <= ts < b (the part its tiles hold; a == b:
             # none), each as one unsigned comparison of ts - lower bound with the range's length
             ts = rec["ts"].view("uint64")
@@ -171,11 +168,15 @@ class PackedReader:
                                for c in plan.covers.values()], dtype="int64").view("uint64")  # type: ignore[attr-defined]
             keep = (ts - bounds[:, 0:1]) < bounds[:, 1:2]
             keep &= (ts - bounds[:, 2:3]) >= bounds[:, 3:4]
-            delta = self.deltas(rec)
-            edge = keep.astype("float64") @ delta
-            if np.isnan(edge).any():
-                edge = np.stack([delta[k].sum(axis=0) for k in keep])
-            acc += edge
+            d = rec["d"]
+            acc = np.concatenate((select, keep), axis=1) @ np.concatenate((tiles, d))
+            if np.isnan(acc).any() or d.min() == F.LIMB_NAN:  # an out-of-range value somewhere
+                delta = self.deltas(rec)
+                acc = np.stack([tiles[idx].sum(axis=0) + delta[k].sum(axis=0) for idx, k in zip(rows, keep)])
+        else:
+            acc = select @ tiles
+            if np.isnan(acc).any():  # an out-of-range value's NaN limbs in some tile
+                acc = np.stack([tiles[idx].sum(axis=0) for idx in rows])
         sums = acc.tolist()
         return [self._finalize(agg, sums[i]) for i, agg in picks]
 

@@ -27,7 +27,6 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from quiver.aggregation import exact as E
 from quiver.aggregation import functions as F
 from quiver.aggregation import windows as W
 from quiver.aggregation.packed import PackedReader

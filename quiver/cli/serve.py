@@ -9,10 +9,15 @@ granian served more (median 7,190 req/s against 6,290: its Rust threads parse
 HTTP and hand the app the whole body, so the Python thread does only the app's
 work), uvicorn answered one caller sooner (p50 0.54-0.62 ms against
 0.70-0.78 ms: no hand-over between threads per request). ``--server granian``
-is there for throughput. ``--workers 1`` stays the default: in one back-to-back
-check at 16 connections, one uvicorn worker served 5,177 req/s (p99 5.5 ms) and
-two 3,553 (p99 13.6 ms); the two cores are shared with the load client and
-Redis, and one worker joins more concurrent requests into one read. The app is
+is there for throughput with one worker. With two workers (``--workers 2``, one
+per core of this machine) uvicorn leads further: in three paired 20 s runs at 16
+connections it served 8,750-10,100 req/s with p99 3.1-3.8 ms, granian
+6,910-7,290 req/s with p99 4.6-5.0 ms; and two uvicorn workers beat one (8,440-
+10,010 req/s, p99 3.2-4.1 ms, against 5,930-6,930 req/s, p99 4.6-7.0 ms, three
+paired runs). ``--workers 1`` stays the default, for a predictable footprint
+(each worker holds its own registry, plans and connections): set it to the
+cores the server has to itself. uvicorn runs with ``JoinedWritesProtocol``
+(``quiver.serving.uvicorn_http``): a response's head and body in one write. The app is
 built inside each worker by a loader that carries the repository path, so no
 environment variable is set; it warms up before the worker listens.
 """
@@ -104,7 +109,9 @@ def _uvicorn(factory: Callable[[], Any], host: str, port: int, workers: int, log
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    config = uvicorn.Config(factory, host=host, port=port, factory=True, loop="uvloop", http="httptools",
+    from quiver.serving.uvicorn_http import JoinedWritesProtocol
+
+    config = uvicorn.Config(factory, host=host, port=port, factory=True, loop="uvloop", http=JoinedWritesProtocol,
                             log_level=log_level, access_log=False, workers=workers, lifespan="on",
                             proxy_headers=False)
     server = uvicorn.Server(config)
