@@ -150,12 +150,12 @@ class PackedReader:
         packed group strings (in the order of ``groups(plan)``, None when absent) and its
         raw edge records (concatenated).
 
-        Two small matrix products: windows x tile rows (0/1) by the tiles, windows x raw
-        events (0/1) by the events' slot deltas. Every term is an integer-valued float64
-        and every sum stays below 2**53, so any order of additions gives the same exact
-        sums. The one exception is NaN (the limbs of an out-of-range value): a 0 times NaN
-        would spread it to windows that do not hold the value, so then each window sums
-        only its own rows."""
+        One matrix product: windows x (tile rows, raw events) (0/1) by the tiles' slot sums
+        and the events' slot deltas (their ``d``, stored with them). Every term is an
+        integer-valued float64 and every sum stays below 2**53, so any order of additions
+        gives the same exact sums. The one exception is an out-of-range value (NaN limbs
+        in a tile, ``functions.LIMB_NAN`` in a record): a 0 times NaN would spread it to
+        windows that do not hold the value, so then each window sums only its own rows."""
         _, sizes, rows, picks, select = self._selection(plan)
         tiles = np.frombuffer(b"".join([(d or b"").ljust(n, b"\0") for d, n in zip(packed, sizes)]),
                               dtype="<f8").reshape(-1, self.width)

@@ -7,7 +7,9 @@ per entity key (``windows`` says which tiles exist):
   ``op`` tells the store how to merge a new cell into a stored one
   (``+`` add, ``<`` keep the smaller, ``>`` keep the larger, ``L`` keep the
   greater ``(ts, val)``, ``D`` a member of a distinct set: insert once);
-* a raw event is kept per 1-minute bucket, packed, for the window edges.
+* a raw event is kept per 1-minute bucket, packed, for the window edges: a
+  numeric one as a fixed-size record of its time, its values and what it adds
+  to each additive stat (``_record_dtype``, versioned by ``RAW_FORMAT``).
 
 Both are pure data: the SQLite and Redis stores apply the merge ops in one
 transaction with the stream offsets they cover, and hand cells and raw
