@@ -159,26 +159,40 @@ class PackedReader:
         _, sizes, rows, picks, select = self._selection(plan)
         tiles = np.frombuffer(b"".join([(d or b"").ljust(n, b"\0") for d, n in zip(packed, sizes)]),
                               dtype="<f8").reshape(-1, self.width)
+        rec: Any = None
+        keep = None
         if raw:
-            rec: Any = np.frombuffer(raw, dtype=self.layout._raw_dtype)  # type: ignore[attr-defined]
-            # per window: start <= ts < end, and not a <= ts < b (the part its tiles hold; a == b:
-            # none), each as one unsigned comparison of ts - lower bound with the range's length
-            ts = rec["ts"].view("uint64")
-            bounds = np.array([(c.start, c.end - c.start, c.aligned[0], c.aligned[1] - c.aligned[0])
-                               for c in plan.covers.values()], dtype="int64").view("uint64")  # type: ignore[attr-defined]
-            keep = (ts - bounds[:, 0:1]) < bounds[:, 1:2]
-            keep &= (ts - bounds[:, 2:3]) >= bounds[:, 3:4]
+            rec = np.frombuffer(raw, dtype=self.layout._raw_dtype)  # type: ignore[attr-defined]
+            covers = list(plan.covers.values())  # type: ignore[attr-defined]
+            # rows 0..k-1: each window's [start, end); rows k..2k-1: the part [a, b) its tiles hold
+            # (a == b: none); each test one unsigned comparison of ts - lower bound with the length
+            k = len(covers)
+            b = np.array([[c.start for c in covers] + [c.aligned[0] for c in covers],
+                          [c.end - c.start for c in covers] + [c.aligned[1] - c.aligned[0] for c in covers]],
+                         dtype="int64").view("uint64")
+            inside = (rec["ts"].view("uint64") - b[0][:, None]) < b[1][:, None]
+            keep = inside[:k] > inside[k:]  # in the window, not under its tiles
             d = rec["d"]
-            acc = np.concatenate((select, keep), axis=1) @ np.concatenate((tiles, d))
-            if np.isnan(acc).any() or d.min() == F.LIMB_NAN:  # an out-of-range value somewhere
-                delta = self.deltas(rec)
-                acc = np.stack([tiles[idx].sum(axis=0) + delta[k].sum(axis=0) for idx, k in zip(rows, keep)])
+            sums = (np.concatenate((select, keep), axis=1) @ np.concatenate((tiles, d))).tolist()
+            bad = d.min() == F.LIMB_NAN
         else:
-            acc = select @ tiles
-            if np.isnan(acc).any():  # an out-of-range value's NaN limbs in some tile
-                acc = np.stack([tiles[idx].sum(axis=0) for idx in rows])
-        sums = acc.tolist()
+            sums = (select @ tiles).tolist()
+            bad = False
+        if bad or any(x != x for row in sums for x in row):  # an out-of-range value somewhere
+            sums = self._apart(tiles, rows, rec, keep)
         return [self._finalize(agg, sums[i]) for i, agg in picks]
+
+    def _apart(self, tiles: np.ndarray, rows: list[np.ndarray], rec: Any, keep: np.ndarray | None) -> list[list[float]]:
+        """Each window's sums from its own tile rows and raw events only, so that an
+        out-of-range value fails just the windows that hold it."""
+        delta = None if rec is None else self.deltas(rec)
+        out = []
+        for i, idx in enumerate(rows):
+            acc = tiles[idx].sum(axis=0)
+            if delta is not None and keep is not None:
+                acc = acc + delta[keep[i]].sum(axis=0)
+            out.append(acc.tolist())
+        return out
 
     def deltas(self, rec: np.ndarray) -> np.ndarray:
         """What raw records add to the slots, shape (events, width): their ``d`` as float64,
