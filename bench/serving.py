@@ -16,8 +16,10 @@ Beside throughput and latency, each line gives the server's CPU time per
 request (user + system, all its processes, from ``/proc``): on a shared machine
 it moves less than throughput does.
 
-``--servers granian,uvicorn`` runs both ASGI servers (how the default of
-``quiver serve`` was chosen). Run by hand, never in CI::
+Every server runs ``--workers`` workers (2 by default: one per core of the
+benchmark machine), quiver's, the floor's and Feast's alike. ``--servers
+granian,uvicorn`` runs both servers (how the default of ``quiver serve`` was
+chosen). Run by hand, never in CI::
 
     .venv/bin/python bench/serving.py                      # 20 s per point
     .venv/bin/python bench/serving.py --duration 5 --servers granian,uvicorn
@@ -43,6 +45,11 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 PIN: list[str] = []  # with --pin: the CPUs of the server, and of the client and Redis
+
+
+def pinned(i: int) -> list[str]:
+    """The ``taskset`` prefix that runs a command on ``PIN[i]`` (nothing without --pin)."""
+    return ["taskset", "-c", PIN[i]] if PIN else []
 VECTOR = (b'{"feature_names":["account_age_days","credit_limit","country","avg_amount_90d","num_orders_90d",'
           b'"merchant_risk","merchant_tx_count_1h","merchant_avg_amount_1h","distance_from_home_km",'
           b'"amount_to_avg_90d"],"results":[{"values":[812,5000.0,"US",33.1,20,0.05,31,32.9,12.5,1.3],'
@@ -126,8 +133,7 @@ def cpu_seconds(session: int) -> float:
 
 
 def start_server(args: list[str], port: int) -> subprocess.Popen[bytes]:
-    pin = ["taskset", "-c", PIN[0]] if PIN else []
-    proc = subprocess.Popen([*pin, *args], cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL)
+    proc = subprocess.Popen([*pinned(0), *args], cwd=ROOT, start_new_session=True, stdout=subprocess.DEVNULL)
     wait_port(port, proc)
     return proc
 
@@ -139,8 +145,7 @@ def wrk(url: str, body: bytes, connections: int, duration: int, folder: Path, he
              'wrk.headers["Content-Type"] = "application/json"']
     lines += [f"wrk.headers[{json.dumps(k)}] = {json.dumps(v)}" for k, v in headers.items()]
     script.write_text("\n".join(lines) + "\n")
-    pin = ["taskset", "-c", PIN[1]] if PIN else []
-    out = subprocess.run([*pin, "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
+    out = subprocess.run([*pinned(1), "wrk", "-t1", f"-c{connections}", f"-d{duration}s", "--latency", "-s", str(script), url],
                          capture_output=True, text=True, check=True).stdout
     pct = {m.group(1): _ms(m.group(2)) for m in re.finditer(r"^\s+(50|75|90|99)%\s+(\S+)", out, re.M)}
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
@@ -159,8 +164,7 @@ def _ms(text: str) -> float:
 class Redis:
     def __init__(self, folder: Path) -> None:
         self.port = free_port()
-        pin = ["taskset", "-c", PIN[1]] if PIN else []
-        subprocess.run([*pin, "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+        subprocess.run([*pinned(1), "redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
                         "--appendonly", "no", "--dir", str(folder), "--pidfile", str(folder / "redis.pid"),
                         "--logfile", str(folder / "redis.log"), "--daemonize", "yes"], check=True)
         deadline = time.monotonic() + 10
