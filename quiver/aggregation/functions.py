@@ -50,7 +50,6 @@ __all__ = [
     "Function",
     "Stat",
     "additive_values",
-    "record_limbs",
     "finalize",
     "finish_exact",
     "init_states",
@@ -100,19 +99,10 @@ def raw_null(v: np.ndarray) -> np.ndarray:
     return null
 
 
-# Raw numeric records also carry each summed value's limbs (``exact.limbs``, below 2**26 in
-# magnitude) as int32, worked out once at write, so a read adds them as they are. An
-# out-of-range value (NaN limbs) is kept as this limb, which no value makes.
+# Raw numeric records also carry each value's exact-sum stats (``additive_values``; limbs are
+# below 2**26 in magnitude) as int32, worked out once at write, so a read adds them as they
+# are. An out-of-range value (NaN limbs) is kept as this limb, which no value makes.
 LIMB_NAN = np.int32(-(2**31))
-
-
-def record_limbs(v: np.ndarray, square: bool = False) -> np.ndarray:
-    """The exact-sum limbs of raw values ``v`` (of their squares with ``square``) as they
-    are stored in a raw record: int32, shape ``(len(v), LIMBS)``."""
-    ok = np.isfinite(v)
-    with np.errstate(over="ignore", invalid="ignore"):
-        lim = E.limbs(v * v if square else v, ok)
-    return np.where(np.isnan(lim), float(LIMB_NAN), lim).T.astype("<i4")
 
 
 FUNCTIONS: dict[str, Function] = {

@@ -107,10 +107,10 @@ class PackedReader:
         return groups
 
     def _selection(self, plan: object) -> tuple[Any, ...]:
-        """The groups a plan reads, each one's length in bytes, per window the rows of the
-        tiles it sums in the groups' tiles laid end to end (as indices and as a 0/1 matrix
-        windows x rows), and per aggregation its window's place; cached per tile alignment
-        (it changes once a minute) and features."""
+        """The groups a plan reads, each one's length in bytes, per aggregation its window's
+        place, and which of the groups' tiles (laid end to end) each window sums, as a 0/1
+        matrix windows x tile rows; cached per tile alignment (it changes once a minute) and
+        features."""
         covers = plan.covers  # type: ignore[attr-defined]
         key = (tuple((size, c.aligned) for size, c in covers.items()),
                tuple(a.name for a in plan.aggregations))  # type: ignore[attr-defined]
@@ -126,23 +126,18 @@ class PackedReader:
                     if (lv, g) not in start:
                         start[(lv, g)] = row
                         row += per
-        rows = []
-        for cov in covers.values():
-            idx: list[int] = []
+        select = np.zeros((len(covers), row))
+        for i, cov in enumerate(covers.values()):
             for lv, lo, hi in cov.runs():
                 per = W.GROUP[lv] // W.LEVELS[lv]
-                idx += [start[(lv, t // per)] + t % per for t in range(lo, hi + 1)]
-            rows.append(np.asarray(idx, dtype="int64"))
+                select[i, [start[(lv, t // per)] + t % per for t in range(lo, hi + 1)]] = 1.0
         sizes = [W.GROUP[lv] // W.LEVELS[lv] * self.width * 8 for lv, _ in start]
         if len(self._cache) > 64:
             self._cache.clear()
         place = {size: i for i, size in enumerate(covers)}
         picks = [(place[int(agg.window.total_seconds() * 1_000_000)], agg)
                  for agg in plan.aggregations]  # type: ignore[attr-defined]
-        select = np.zeros((len(rows), row))
-        for i, tile_rows in enumerate(rows):
-            select[i, tile_rows] = 1.0
-        got = self._cache[key] = (list(start), sizes, rows, picks, select)
+        got = self._cache[key] = (list(start), sizes, picks, select)
         return got
 
     def fold(self, plan: object, packed: Sequence[bytes | None], raw: bytes) -> list[object]:
@@ -156,7 +151,7 @@ class PackedReader:
         gives the same exact sums. The one exception is an out-of-range value (NaN limbs
         in a tile, ``functions.LIMB_NAN`` in a record): a 0 times NaN would spread it to
         windows that do not hold the value, so then each window sums only its own rows."""
-        _, sizes, rows, picks, select = self._selection(plan)
+        _, sizes, picks, select = self._selection(plan)
         tiles = np.frombuffer(b"".join([(d or b"").ljust(n, b"\0") for d, n in zip(packed, sizes)]),
                               dtype="<f8").reshape(-1, self.width)
         rec: Any = None
@@ -179,18 +174,19 @@ class PackedReader:
             sums = (select @ tiles).tolist()
             bad = False
         if bad or any(x != x for row in sums for x in row):  # an out-of-range value somewhere
-            sums = self._apart(tiles, rows, rec, keep)
+            sums = self._apart(tiles, select, None if keep is None else (self.deltas(rec), keep))
         return [self._finalize(agg, sums[i]) for i, agg in picks]
 
-    def _apart(self, tiles: np.ndarray, rows: list[np.ndarray], rec: Any, keep: np.ndarray | None) -> list[list[float]]:
-        """Each window's sums from its own tile rows and raw events only, so that an
-        out-of-range value fails just the windows that hold it."""
-        delta = None if rec is None else self.deltas(rec)
+    @staticmethod
+    def _apart(tiles: np.ndarray, select: np.ndarray, edges: tuple[np.ndarray, np.ndarray] | None) -> list[list[float]]:
+        """Each window's sums from its own tile rows and raw events (``edges``: the events'
+        ``deltas`` and the windows x events keep mask) only, so that an out-of-range value
+        fails just the windows that hold it."""
         out = []
-        for i, idx in enumerate(rows):
-            acc = tiles[idx].sum(axis=0)
-            if delta is not None and keep is not None:
-                acc = acc + delta[keep[i]].sum(axis=0)
+        for i, tile_rows in enumerate(select == 1):
+            acc = tiles[tile_rows].sum(axis=0)
+            if edges is not None:
+                acc = acc + edges[0][edges[1][i]].sum(axis=0)
             out.append(acc.tolist())
         return out
 

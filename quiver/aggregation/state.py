@@ -224,26 +224,20 @@ class StateLayout:
         return np.dtype(fields)
 
     def _record_deltas(self, rec: np.ndarray) -> np.ndarray:
-        """``d`` of raw records whose time and values are set."""
-        d = np.zeros((len(rec), self.packed.width), dtype="<i4")
-        limbs: dict[tuple[int, bool], np.ndarray] = {}
-        for i, st in enumerate(self.stats):
-            if st.kind not in F.ADDITIVE:
+        """``d`` of raw records whose time and values are set: per column its
+        ``functions.additive_values`` (and ``n``, not null), an out-of-range value's NaN
+        limbs as ``functions.LIMB_NAN``."""
+        d = np.zeros((len(rec), self.packed.width))
+        for j, c in enumerate(self.columns):
+            slots = [(self.packed.positions[i], st.kind) for i, st in enumerate(self.stats)
+                     if st.column == c and st.kind in F.ADDITIVE]
+            if not slots:
                 continue
-            j = self.columns.index(st.column)
             v = rec[f"c{j}"]
-            p = self.packed.positions[i]
-            if st.kind == "n":
-                d[:, p] = ~F.raw_null(v)
-            elif st.kind == "f":
-                d[:, p] = np.isfinite(v)
-            else:
-                square = st.kind in F.SQUARE_LIMBS
-                got = limbs.get((j, square))
-                if got is None:
-                    got = limbs[(j, square)] = F.record_limbs(v, square)
-                d[:, p] = got[:, int(st.kind[1:])]
-        return d
+            exact = F.additive_values(v, [k for _, k in slots])
+            for p, kind in slots:
+                d[:, p] = ~F.raw_null(v) if kind == "n" else exact[kind]
+        return np.where(np.isnan(d), float(F.LIMB_NAN), d).astype("<i4")
 
     def _value_type(self, column: str) -> pa.DataType:
         """The type values of ``column`` are kept as: the source schema's when it declares

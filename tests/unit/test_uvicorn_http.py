@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from quiver.serving.uvicorn_http import _JoinedWrites
@@ -31,10 +32,17 @@ class _Transport:
         return ("127.0.0.1", 1) if name == "peername" else default
 
 
-def test_the_writes_of_one_step_go_out_as_one_write_in_order() -> None:
-    async def main() -> _Transport:
+def _run(check: Callable[[_Transport, _JoinedWrites], Awaitable[None]]) -> None:
+    """Run ``check`` on a fresh transport and its joined-writes proxy, inside a loop."""
+    async def main() -> None:
         t = _Transport()
-        joined = _JoinedWrites(t, asyncio.get_running_loop())  # type: ignore[arg-type]
+        await check(t, _JoinedWrites(t, asyncio.get_running_loop()))  # type: ignore[arg-type]
+
+    asyncio.run(main())
+
+
+def test_the_writes_of_one_step_go_out_as_one_write_in_order() -> None:
+    async def check(t: _Transport, joined: _JoinedWrites) -> None:
         joined.write(b"HTTP/1.1 200 OK\r\ncontent-length: 2\r\n\r\n")
         joined.write(memoryview(b"{}"))
         assert t.writes == []  # not yet: at the end of the step
@@ -45,32 +53,26 @@ def test_the_writes_of_one_step_go_out_as_one_write_in_order() -> None:
         assert t.writes[1:] == [b"ab"]
         joined.pause_reading()  # everything else is the transport's
         assert t.paused and joined.get_extra_info("peername") == ("127.0.0.1", 1)
-        return t
 
-    asyncio.run(main())
+    _run(check)
 
 
 def test_close_sends_what_was_written_first_and_nothing_after() -> None:
-    async def main() -> _Transport:
-        t = _Transport()
-        joined = _JoinedWrites(t, asyncio.get_running_loop())  # type: ignore[arg-type]
+    async def check(t: _Transport, joined: _JoinedWrites) -> None:
         joined.write(b"last answer")
         joined.close()
         assert t.writes == [b"last answer"] and t.closed
         await asyncio.sleep(0)  # the scheduled flush finds nothing left
         assert t.writes == [b"last answer"]
-        return t
 
-    asyncio.run(main())
+    _run(check)
 
 
 def test_a_connection_lost_before_the_flush_drops_the_bytes_quietly() -> None:
-    async def main() -> None:
-        t = _Transport()
-        joined = _JoinedWrites(t, asyncio.get_running_loop())  # type: ignore[arg-type]
+    async def check(t: _Transport, joined: _JoinedWrites) -> None:
         joined.write(b"answer")
         t.closed = True  # the peer went away
         await asyncio.sleep(0)
         assert t.writes == []
 
-    asyncio.run(main())
+    _run(check)
