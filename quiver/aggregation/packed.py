@@ -1,8 +1,8 @@
 """Packed tiles: the additive stats (n, f and the limbs of exact sums) of one storage
 group as float64 slots.
 
-A store can keep the tiles of one group (``windows.GROUP``: the minutes of an
-hour, the hours of a day, the days of 32) for one entity as a single byte
+A store can keep the tiles of one group (``windows.GROUP``: 10 minute tiles, 6
+hour tiles, 8 day tiles) for one entity as a single byte
 string of little-endian float64 slots, ``slot = tile_in_group * width + stat``
 (``width`` = the number of additive stats), zero where nothing was added. Reading
 a window is then one multi-key fetch of a few short strings, and the fold is a
@@ -10,15 +10,17 @@ few slice sums: no per-tile field names, no text numbers. Merging a batch adds
 its deltas slot by slot (order does not matter: every slot holds integer-valued
 sums below 2**53, see ``exact``), which is what the stores' merge script does.
 
-``slots`` gives a batch's deltas per group key in that layout; ``PackedReader``
-turns a read plan into the keys to fetch and folds what comes back.
+``slots`` gives a batch's deltas per group key in that layout. ``PackedReader.program``
+turns features and a read time into the keys to fetch and the matrix that folds them
+(cached per tile alignment, so a request computes only its window bounds), and
+``PackedReader.fold`` folds what comes back.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pyarrow as pa
@@ -28,7 +30,7 @@ from quiver.aggregation import exact as E
 from quiver.aggregation import functions as F
 from quiver.aggregation import windows as W
 
-__all__ = ["ADDITIVE", "PackedReader", "Slots", "slots"]
+__all__ = ["ADDITIVE", "PackedReader", "Program", "Slots", "slots"]
 
 ADDITIVE = F.ADDITIVE  # stats that merge by adding: packed
 _ADDITIVE_FUNCTIONS = frozenset({"count", "sum", "mean", "stddev"})
@@ -78,6 +80,19 @@ def slots(cells: pa.Table, positions: dict[int, int]) -> Slots:
                  slot.astype("int32"), value.astype("float64"))
 
 
+class Program(NamedTuple):
+    """A packed read of some features at one tile alignment (``PackedReader.program``)."""
+
+    suffixes: tuple[str, ...]  # the keys under an entity's prefix: its packed groups, then its raw buckets
+    groups: int  # how many of ``suffixes`` are packed groups
+    sizes: tuple[int, ...]  # each group's full length in bytes
+    select: np.ndarray  # windows x tile rows (the groups' tiles laid end to end), 0/1
+    windows: tuple[int, ...]  # the windows (us), in the order of ``select``'s rows
+    tiled: list[int]  # per window the start a of the part [a, b) its tiles hold
+    span: np.ndarray  # (2 x windows, 1) uint64: the window lengths, then each b - a (0: no tiles)
+    outputs: tuple[tuple[Any, ...], ...]  # per feature: window row, function, slots, name, column
+
+
 class PackedReader:
     """Reads of additive aggregates (count, sum, mean, stddev) from packed tiles
     and the raw events of the window edges; ``fold`` gives one value per feature."""
@@ -95,31 +110,34 @@ class PackedReader:
             pos = self._stat_pos
             self._exact[c] = (pos.get(f"{c}.f", -1), [pos.get(f"{c}.{k}", -1) for k in F.SUM_LIMBS],
                               [pos.get(f"{c}.{k}", -1) for k in F.SQUARE_LIMBS])
-        self._cache: dict[tuple[Any, ...], Any] = {}
+        self._windows = sorted({int(a.window.total_seconds() * 1_000_000) for a in layout.view.aggregations})  # type: ignore[attr-defined]
+        self._programs: dict[tuple[Any, ...], Program | None] = {}
 
-    @staticmethod
-    def handles(plan: object) -> bool:
-        return all(a.function in _ADDITIVE_FUNCTIONS for a in plan.aggregations)  # type: ignore[attr-defined]
+    def program(self, features: Sequence[str], t: int, raw_tag: str) -> Program | None:
+        """The packed read of ``features`` at ``t`` (epoch us), with raw bucket keys tagged
+        ``raw_tag``; None unless every feature is a count, sum, mean or stddev of numbers.
+        Cached per features and tile alignment: a read at another time of the same minute
+        only moves the window bounds."""
+        rb = W.RAW_BUCKET
+        key = (tuple(features), raw_tag, *[(x // rb, -(-x // rb)) for x in [t, *[t - w for w in self._windows]]])
+        if key in self._programs:
+            return self._programs[key]
+        plan = self.layout.plan(features, t)  # type: ignore[attr-defined]
+        prog = None
+        if self.layout.numeric and all(a.function in _ADDITIVE_FUNCTIONS for a in plan.aggregations):  # type: ignore[attr-defined]
+            prog = self._compile(plan, raw_tag)
+        if len(self._programs) > 256:
+            self._programs.clear()
+        self._programs[key] = prog
+        return prog
 
-    def groups(self, plan: object) -> list[tuple[int, int]]:
-        """The (level, group) keys a plan reads, in the order ``fold`` takes them."""
-        groups: list[tuple[int, int]] = self._selection(plan)[0]
-        return groups
-
-    def _selection(self, plan: object) -> tuple[Any, ...]:
-        """The groups a plan reads, each one's length in bytes, per aggregation its window's
-        place, and which of the groups' tiles (laid end to end) each window sums, as a 0/1
-        matrix windows x tile rows; cached per tile alignment (it changes once a minute) and
-        features."""
-        covers = plan.covers  # type: ignore[attr-defined]
-        key = (tuple((size, c.aligned) for size, c in covers.items()),
-               tuple(a.name for a in plan.aggregations))  # type: ignore[attr-defined]
-        got: tuple[Any, ...] | None = self._cache.get(key)
-        if got is not None:
-            return got
+    def _compile(self, plan: Any, raw_tag: str) -> Program:
+        """A plan's groups and buckets as keys, and which of the groups' tiles (laid end to
+        end) each window sums, as a 0/1 matrix windows x tile rows."""
+        covers = list(plan.covers.values())
         start: dict[tuple[int, int], int] = {}
         row = 0
-        for cov in covers.values():
+        for cov in covers:
             for lv, lo, hi in cov.runs():
                 per = W.GROUP[lv] // W.LEVELS[lv]
                 for g in range(lo // per, hi // per + 1):
@@ -127,23 +145,33 @@ class PackedReader:
                         start[(lv, g)] = row
                         row += per
         select = np.zeros((len(covers), row))
-        for i, cov in enumerate(covers.values()):
+        for i, cov in enumerate(covers):
             for lv, lo, hi in cov.runs():
                 per = W.GROUP[lv] // W.LEVELS[lv]
                 select[i, [start[(lv, t // per)] + t % per for t in range(lo, hi + 1)]] = 1.0
-        sizes = [W.GROUP[lv] // W.LEVELS[lv] * self.width * 8 for lv, _ in start]
-        if len(self._cache) > 64:
-            self._cache.clear()
-        place = {size: i for i, size in enumerate(covers)}
-        picks = [(place[int(agg.window.total_seconds() * 1_000_000)], agg)
-                 for agg in plan.aggregations]  # type: ignore[attr-defined]
-        got = self._cache[key] = (list(start), sizes, picks, select)
-        return got
+        place = {size: i for i, size in enumerate(plan.covers)}
+        outputs = []
+        for agg in plan.aggregations:
+            c, f = agg.column, agg.function
+            n, s, q = self._exact[c]
+            outputs.append((place[int(agg.window.total_seconds() * 1_000_000)], f,
+                            self._stat_pos[f"{c}.n"] if f == "count" else n, s, q if f == "stddev" else None,
+                            agg.name, c))
+        return Program(
+            suffixes=tuple([f"p{lv}:{g}" for lv, g in start] + [f"{raw_tag}:{b}" for b in plan.raw_buckets]),
+            groups=len(start),
+            sizes=tuple(W.GROUP[lv] // W.LEVELS[lv] * self.width * 8 for lv, _ in start),
+            select=select,
+            windows=tuple(plan.covers),
+            tiled=[c.aligned[0] for c in covers],
+            span=np.array([c.end - c.start for c in covers] + [c.aligned[1] - c.aligned[0] for c in covers],
+                          dtype="uint64")[:, None],
+            outputs=tuple(outputs),
+        )
 
-    def fold(self, plan: object, packed: Sequence[bytes | None], raw: bytes) -> list[object]:
-        """Feature values of one entity, in the order of ``plan.aggregations``, from its
-        packed group strings (in the order of ``groups(plan)``, None when absent) and its
-        raw edge records (concatenated).
+    def fold(self, prog: Program, t: int, got: Sequence[bytes | None]) -> tuple[Any, ...]:
+        """Feature values of one entity at ``t``, in the order of the program's features,
+        from what its keys held (None when absent).
 
         One matrix product: windows x (tile rows, raw events) (0/1) by the tiles' slot sums
         and the events' slot deltas (their ``d``, stored with them). Every term is an
@@ -151,31 +179,36 @@ class PackedReader:
         gives the same exact sums. The one exception is an out-of-range value (NaN limbs
         in a tile, ``functions.LIMB_NAN`` in a record): a 0 times NaN would spread it to
         windows that do not hold the value, so then each window sums only its own rows."""
-        _, sizes, picks, select = self._selection(plan)
-        tiles = np.frombuffer(b"".join([(d or b"").ljust(n, b"\0") for d, n in zip(packed, sizes)]),
+        n = prog.groups
+        tiles = np.frombuffer(b"".join([(d or b"").ljust(m, b"\0") for d, m in zip(got, prog.sizes)]),
                               dtype="<f8").reshape(-1, self.width)
-        rec: Any = None
+        raw = b"".join([x for x in got[n:] if x])
         keep = None
         if raw:
             rec = np.frombuffer(raw, dtype=self.layout._raw_dtype)  # type: ignore[attr-defined]
-            covers = list(plan.covers.values())  # type: ignore[attr-defined]
-            # rows 0..k-1: each window's [start, end); rows k..2k-1: the part [a, b) its tiles hold
+            # rows 0..k-1: each window's [t - w, t); rows k..2k-1: the part [a, b) its tiles hold
             # (a == b: none); each test one unsigned comparison of ts - lower bound with the length
-            k = len(covers)
-            b = np.array([[c.start for c in covers] + [c.aligned[0] for c in covers],
-                          [c.end - c.start for c in covers] + [c.aligned[1] - c.aligned[0] for c in covers]],
-                         dtype="int64").view("uint64")
-            inside = (rec["ts"].view("uint64") - b[0][:, None]) < b[1][:, None]
+            k = len(prog.windows)
+            lower = np.array([t - w for w in prog.windows] + prog.tiled, dtype="int64").view("uint64")
+            inside = (rec["ts"].view("uint64") - lower[:, None]) < prog.span
             keep = inside[:k] > inside[k:]  # in the window, not under its tiles
             d = rec["d"]
-            sums = (np.concatenate((select, keep), axis=1) @ np.concatenate((tiles, d))).tolist()
+            sums = (np.concatenate((prog.select, keep), axis=1) @ np.concatenate((tiles, d))).tolist()
             bad = d.min() == F.LIMB_NAN
         else:
-            sums = (select @ tiles).tolist()
+            sums = (prog.select @ tiles).tolist()
             bad = False
         if bad or any(x != x for row in sums for x in row):  # an out-of-range value somewhere
-            sums = self._apart(tiles, select, None if keep is None else (self.deltas(rec), keep))
-        return [self._finalize(agg, sums[i]) for i, agg in picks]
+            sums = self._apart(tiles, prog.select, None if keep is None else (self.deltas(rec), keep))
+        out: list[Any] = []
+        for row, f, ni, si, qi, name, column in prog.outputs:
+            acc = sums[row]
+            if f == "count":
+                out.append(int(round(acc[ni])))
+            else:
+                out.append(E.finish(f, acc[ni], [acc[k] for k in si], None if qi is None else [acc[k] for k in qi],
+                                    name, column))
+        return tuple(out)
 
     @staticmethod
     def _apart(tiles: np.ndarray, select: np.ndarray, edges: tuple[np.ndarray, np.ndarray] | None) -> list[list[float]]:
@@ -199,13 +232,3 @@ class PackedReader:
         if bad.any():
             out[bad] = np.nan
         return out
-
-    def _finalize(self, agg: object, acc: list[float]) -> object:
-        """``functions.finalize`` for one entity from its slot sums: empty window -> count 0,
-        others null."""
-        c, f = agg.column, agg.function  # type: ignore[attr-defined]
-        if f == "count":
-            return int(round(acc[self._stat_pos[f"{c}.n"]]))
-        n, s, q = self._exact[c]
-        return E.finish(f, acc[n], [acc[k] for k in s], [acc[k] for k in q] if f == "stddev" else None,
-                        agg.name, c)  # type: ignore[attr-defined]

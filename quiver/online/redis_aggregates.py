@@ -269,11 +269,12 @@ return 1
         """``read_aggregates`` for key tuples: one tuple of feature values per key, at
         ``at_us`` (epoch microseconds); what a request reads, without Arrow."""
         lay = layout(view)
-        plan = lay.plan(features, at_us)
         ents = entity_strings(view, keys)
         p = self._agg_prefix(view.name)
-        if lay.numeric and lay.packed.handles(plan):
-            return self._read_packed(lay, plan, ents, p)
+        prog = lay.packed.program(features, at_us, _NUMERIC_RAW)
+        if prog is not None:
+            return self._read_packed(lay.packed, prog, at_us, ents, p)
+        plan = lay.plan(features, at_us)
         return table_rows(self._read_cells(lay, plan, ents, p), [a.name for a in plan.aggregations])
 
     def _read_cells(self, lay: Any, plan: Any, ents: list[str], p: str) -> pa.Table:
@@ -367,25 +368,23 @@ return 1
             cells.extend((r, *c) for r in rows for c in found)
         return lay.fold(plan, len(ents), cells, raw)
 
-    def _read_packed(self, lay: Any, plan: Any, ents: list[str], p: str) -> list[tuple[Any, ...]]:
+    def _read_packed(self, pk: Any, prog: Any, at_us: int, ents: list[str], p: str) -> list[tuple[Any, ...]]:
         """Additive aggregates (count, sum, mean, stddev): per entity one MGET of its packed
         tile groups and raw edge buckets (every key in the entity's hash slot), folded in numpy."""
-        pk = lay.packed
-        groups = pk.groups(plan)
-        suffixes = [f"p{lv}:{g}" for lv, g in groups] + [f"{_NUMERIC_RAW}:{b}" for b in plan.raw_buckets]
         uniq = list(dict.fromkeys(ents))
         try:
             if len(uniq) == 1:  # a request's one entity: the kept read connection of ``_mget``
-                res = [self._mget([f"{p}{{{uniq[0]}}}:{s}" for s in suffixes])]
+                res = [self._mget([f"{p}{{{uniq[0]}}}:{s}" for s in prog.suffixes])]
             else:
                 pipe = self._client.pipeline(transaction=False)
                 for e in uniq:
-                    pipe.execute_command("MGET", *[f"{p}{{{e}}}:{s}" for s in suffixes])
+                    pipe.execute_command("MGET", *[f"{p}{{{e}}}:{s}" for s in prog.suffixes])
                 res = pipe.execute()
         except redis.ConnectionError as e:
             raise TransientError(f"online store {self.url}: {e}; retry when Redis is reachable") from e
-        n = len(groups)
-        by_entity = {e: tuple(pk.fold(plan, got[:n], b"".join([x for x in got[n:] if x]))) for e, got in zip(uniq, res)}
+        if len(uniq) == 1:
+            return [pk.fold(prog, at_us, res[0])] * len(ents)
+        by_entity = {e: pk.fold(prog, at_us, got) for e, got in zip(uniq, res)}
         return [by_entity[e] for e in ents]
 
     def delete_aggregates(self, view_name: str) -> None:
