@@ -110,7 +110,8 @@ class PackedReader:
             pos = self._stat_pos
             self._exact[c] = (pos.get(f"{c}.f", -1), [pos.get(f"{c}.{k}", -1) for k in F.SUM_LIMBS],
                               [pos.get(f"{c}.{k}", -1) for k in F.SQUARE_LIMBS])
-        self._windows = sorted({int(a.window.total_seconds() * 1_000_000) for a in layout.view.aggregations})  # type: ignore[attr-defined]
+        windows = {int(a.window.total_seconds() * 1_000_000) for a in layout.view.aggregations}  # type: ignore[attr-defined]
+        self._offsets = sorted({w % W.RAW_BUCKET for w in windows} - {0})  # windows not of whole raw buckets
         self._programs: dict[tuple[Any, ...], Program | None] = {}
 
     def program(self, features: Sequence[str], t: int, raw_tag: str) -> Program | None:
@@ -119,7 +120,9 @@ class PackedReader:
         Cached per features and tile alignment: a read at another time of the same minute
         only moves the window bounds."""
         rb = W.RAW_BUCKET
-        key = (tuple(features), raw_tag, *[(x // rb, -(-x // rb)) for x in [t, *[t - w for w in self._windows]]])
+        # a window's cover depends on where t and t - w fall among the raw buckets: for
+        # w = q * rb + o, on the bucket of t - o and whether t - o is its first microsecond
+        key = (tuple(features), raw_tag, t // rb, t % rb == 0, *[((t - o) // rb, (t - o) % rb == 0) for o in self._offsets])
         if key in self._programs:
             return self._programs[key]
         plan = self.layout.plan(features, t)  # type: ignore[attr-defined]
@@ -192,9 +195,9 @@ class PackedReader:
             lower = np.array([t - w for w in prog.windows] + prog.tiled, dtype="int64").view("uint64")
             inside = (rec["ts"].view("uint64") - lower[:, None]) < prog.span
             keep = inside[:k] > inside[k:]  # in the window, not under its tiles
-            d = rec["d"]
-            sums = (np.concatenate((prog.select, keep), axis=1) @ np.concatenate((tiles, d))).tolist()
-            bad = d.min() == F.LIMB_NAN
+            v = np.concatenate((tiles, rec["d"]))
+            sums = (np.concatenate((prog.select, keep), axis=1) @ v).tolist()
+            bad = v[len(tiles):].min() == F.LIMB_NAN
         else:
             sums = (prog.select @ tiles).tolist()
             bad = False

@@ -183,3 +183,36 @@ def test_count_counts_nan_at_the_window_edges_as_offline(kind: str, aggs: list[A
     assert want["amount_count_10m"] == 3 and want["amount_count_45s"] == 2  # the NaN values, not the nulls
     assert {k: got[k] for k in want} == want
     store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_reads_at_many_instants_of_the_same_minutes(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """Reads keep what they work out per tile alignment (the Redis read program): reads at
+    instants 3.7 s apart, on bucket boundaries and one microsecond off them, with
+    windows of whole minutes and not (45 s, 90 s), through one view, each equal to the oracle."""
+    store = open_store(kind, tmp_path, request)
+    windows = [timedelta(seconds=45), timedelta(seconds=90), timedelta(minutes=10)]
+    aggs = [Aggregation("amount", f, window=w) for f in ("count", "sum") for w in windows]
+    view = FeatureView(name="v", entities=[USER], source=PushSource("s"), aggregations=aggs)
+    lay = StateLayout(view)
+    # a minute boundary just ahead: the state keeps what reads at now or later need (older
+    # tiles expire once the longest window has passed them), and these reads are all later
+    base = (int(time.time()) // 60 + 2) * 60
+    rng = np.random.default_rng(3)
+    stamps = base * 10**6 - rng.integers(-200 * 10**6, 700 * 10**6, 800)
+    stamps[:40] = (base - 60 * rng.integers(-3, 11, 40)) * 10**6  # on minute boundaries
+    stamps[40:80] = (base - 15 - 60 * rng.integers(-3, 11, 40)) * 10**6  # on the boundaries of 45 s windows
+    evs = [{"user_id": 0, "amount": round(float(a), 2), "event_timestamp": datetime.fromtimestamp(s / 1e6, UTC)}
+           for s, a in zip(stamps.tolist(), rng.normal(10, 5, len(stamps)))]
+    table = pa.table({"user_id": [0] * len(evs), "amount": [e["amount"] for e in evs],
+                      "event_timestamp": pa.array([e["event_timestamp"] for e in evs], pa.timestamp("us", tz="UTC"))})
+    store.write_aggregates([lay.write(table)], {"t/0": 1})
+    refs = [(a.column, a.function, a.window, a.name) for a in aggs]
+    offsets = [s * 3_700_000 for s in range(40)] + [60_000_000, 60_000_001, 59_999_999, 15_000_000, 15_000_001,
+                                                    105_000_000, 104_999_999, 120_000_000]
+    for off in offsets:
+        at = datetime.fromtimestamp(base, UTC) + timedelta(microseconds=off)
+        got = store.read_aggregates(view, pa.table({"user_id": [0]}), None, at).to_pylist()[0]
+        want = window_aggregate([{"user_id": 0, "event_timestamp": at}], evs, ["user_id"], refs)[0]
+        assert got == want, (kind, off)
+    store.close()
