@@ -110,7 +110,8 @@ class PackedReader:
             pos = self._stat_pos
             self._exact[c] = (pos.get(f"{c}.f", -1), [pos.get(f"{c}.{k}", -1) for k in F.SUM_LIMBS],
                               [pos.get(f"{c}.{k}", -1) for k in F.SQUARE_LIMBS])
-        windows = {int(a.window.total_seconds() * 1_000_000) for a in layout.view.aggregations}  # type: ignore[attr-defined]
+        aggs = layout.view.aggregations  # type: ignore[attr-defined]
+        windows = {int(a.window.total_seconds() * 1_000_000) for a in aggs}
         self._offsets = sorted({w % W.RAW_BUCKET for w in windows} - {0})  # windows not of whole raw buckets
         self._programs: dict[tuple[Any, ...], Program | None] = {}
 
@@ -122,12 +123,13 @@ class PackedReader:
         rb = W.RAW_BUCKET
         # a window's cover depends on where t and t - w fall among the raw buckets: for
         # w = q * rb + o, on the bucket of t - o and whether t - o is its first microsecond
-        key = (tuple(features), raw_tag, t // rb, t % rb == 0, *[((t - o) // rb, (t - o) % rb == 0) for o in self._offsets])
+        key = (tuple(features or ()), raw_tag, t // rb, t % rb == 0,
+               *[((t - o) // rb, (t - o) % rb == 0) for o in self._offsets])
         if key in self._programs:
             return self._programs[key]
         plan = self.layout.plan(features, t)  # type: ignore[attr-defined]
         prog = None
-        if self.layout.numeric and all(a.function in _ADDITIVE_FUNCTIONS for a in plan.aggregations):  # type: ignore[attr-defined]
+        if self.layout.numeric and all(a.function in _ADDITIVE_FUNCTIONS for a in plan.aggregations):  # type: ignore
             prog = self._compile(plan, raw_tag)
         if len(self._programs) > 256:
             self._programs.clear()
@@ -188,7 +190,7 @@ class PackedReader:
         raw = b"".join([x for x in got[n:] if x])
         keep = None
         if raw:
-            rec = np.frombuffer(raw, dtype=self.layout._raw_dtype)  # type: ignore[attr-defined]
+            rec: Any = np.frombuffer(raw, dtype=self.layout._raw_dtype)  # type: ignore[attr-defined]
             # rows 0..k-1: each window's [t - w, t); rows k..2k-1: the part [a, b) its tiles hold
             # (a == b: none); each test one unsigned comparison of ts - lower bound with the length
             k = len(prog.windows)
