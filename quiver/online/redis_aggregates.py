@@ -382,8 +382,6 @@ return 1
                 res = pipe.execute()
         except redis.ConnectionError as e:
             raise TransientError(f"online store {self.url}: {e}; retry when Redis is reachable") from e
-        if len(uniq) == 1:
-            return [pk.fold(prog, at_us, res[0])] * len(ents)
         by_entity = {e: pk.fold(prog, at_us, got) for e, got in zip(uniq, res)}
         return [by_entity[e] for e in ents]
 
