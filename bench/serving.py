@@ -50,6 +50,8 @@ PIN: list[str] = []  # with --pin: the CPUs of the server, and of the client and
 def pinned(i: int) -> list[str]:
     """The ``taskset`` prefix that runs a command on ``PIN[i]`` (nothing without --pin)."""
     return ["taskset", "-c", PIN[i]] if PIN else []
+
+
 VECTOR = (b'{"feature_names":["account_age_days","credit_limit","country","avg_amount_90d","num_orders_90d",'
           b'"merchant_risk","merchant_tx_count_1h","merchant_avg_amount_1h","distance_from_home_km",'
           b'"amount_to_avg_90d"],"results":[{"values":[812,5000.0,"US",33.1,20,0.05,31,32.9,12.5,1.3],'

@@ -103,13 +103,13 @@ class PackedReader:
         self.positions = {i: p for p, i in enumerate(i for i, st in enumerate(stats) if st.kind in ADDITIVE)}
         self.width = len(self.positions)
         self._stat_pos = {st.name: self.positions[i] for i, st in enumerate(stats) if st.kind in ADDITIVE}
-        self._columns = {c: j for j, c in enumerate(layout.columns)}  # type: ignore[attr-defined]
         # per column: the slots of its finite count and of the limbs of its sum and sum of squares
-        self._exact: dict[str, tuple[int, list[int], list[int]]] = {}
-        for c in self._columns:
-            pos = self._stat_pos
-            self._exact[c] = (pos.get(f"{c}.f", -1), [pos.get(f"{c}.{k}", -1) for k in F.SUM_LIMBS],
-                              [pos.get(f"{c}.{k}", -1) for k in F.SQUARE_LIMBS])
+        pos = self._stat_pos
+        self._exact: dict[str, tuple[int, list[int], list[int]]] = {
+            c: (pos.get(f"{c}.f", -1), [pos.get(f"{c}.{k}", -1) for k in F.SUM_LIMBS],
+                [pos.get(f"{c}.{k}", -1) for k in F.SQUARE_LIMBS])
+            for c in layout.columns  # type: ignore[attr-defined]
+        }
         aggs = layout.view.aggregations  # type: ignore[attr-defined]
         windows = {int(a.window.total_seconds() * 1_000_000) for a in aggs}
         self._offsets = sorted({w % W.RAW_BUCKET for w in windows} - {0})  # windows not of whole raw buckets

@@ -137,9 +137,8 @@ return 1
         import numpy as np
         import pyarrow.compute as pc
 
-        from quiver.aggregation.windows import GROUP, LEVELS
-
         from quiver.aggregation.packed import slots
+        from quiver.aggregation.windows import GROUP
 
         cols: dict[str, list[Any]] = {c: [] for c in ("k", "f", "o", "t", "v", "ek", "em", "ok", "ov", "pk", "pe", "pc",
                                                       "rk", "re", "rn", "rl")}
@@ -218,7 +217,6 @@ return 1
             self.agg_write_seconds = time.perf_counter() - sent
             return bool(out)
 
-        _ = LEVELS
         return reply() if wait else reply
 
     @staticmethod
@@ -327,8 +325,8 @@ return 1
         raw: list[tuple[int, bytes]] = []
         pos = 0
         width = lay.packed.width
-        num = {i: k in ("n", "s", "q") or lay.value_types[lay.stats[i].column] != pa.string() for i, k in stats}
-        set_num = {i: lay.value_types[lay.stats[i].column] != pa.string() for i in sets}
+        # which stats hold numbers (min, max, last and distinct members of a text column are text)
+        num = {i: lay.value_types[s.column] != pa.string() for i, s in enumerate(lay.stats)}
         for e in uniq:
             rows = rows_of[e]
             found: list[tuple[Any, ...]] = []
@@ -349,7 +347,7 @@ return 1
                     for m in res[pos]:
                         tl, i, v = m.decode().split(":", 2)
                         if int(tl) in want:
-                            found.append((lv, int(tl), int(i), None, float(v) if set_num[int(i)] else v))
+                            found.append((lv, int(tl), int(i), None, float(v) if num[int(i)] else v))
                     pos += 1
                 if adds:
                     packed = np.frombuffer(res[pos] or b"", dtype="<f8")

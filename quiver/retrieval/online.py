@@ -29,7 +29,6 @@ from quiver.retrieval.response import OnlineResponse
 __all__ = ["OnlinePlan", "OnlineReader", "entity_columns"]
 
 
-
 @dataclass
 class _ViewRead:
     view: FeatureView

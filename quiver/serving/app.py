@@ -146,8 +146,6 @@ def failure(route: str, e: Exception, metrics: ServerMetrics) -> tuple[int, byte
     return status, error_body(e)
 
 
-
-
 def create_app(store: FeatureStore | str | Path = ".", settings: ServingSettings | None = None) -> ServingApp:
     """The app serving ``store`` (a FeatureStore or a repository path): ``POST
     /v1/features`` on its own lean callable (``vectors``), every other request on a
