@@ -30,7 +30,7 @@ from quiver.aggregation import exact as E
 from quiver.aggregation import functions as F
 from quiver.aggregation import windows as W
 
-__all__ = ["ADDITIVE", "PackedReader", "Program", "Slots", "slots"]
+__all__ = ["ADDITIVE", "PackedReader", "Program", "Slots", "group_blobs", "slots"]
 
 ADDITIVE = F.ADDITIVE  # stats that merge by adding: packed
 _ADDITIVE_FUNCTIONS = frozenset({"count", "sum", "mean", "stddev"})
@@ -80,11 +80,23 @@ def slots(cells: pa.Table, positions: dict[int, int]) -> Slots:
                  slot.astype("int32"), value.astype("float64"))
 
 
+def group_blobs(sl: Slots, width: int) -> list[bytes]:
+    """Each key's deltas as its whole group string (zero where the batch adds nothing),
+    for stores that merge a group by adding two equal-length strings slot by slot."""
+    per = np.asarray([g // s * width for g, s in zip(W.GROUP, W.LEVELS)], dtype="int64")[sl.level]
+    if not len(per):
+        return []
+    dense = np.zeros((len(per), int(per.max())))
+    dense[np.repeat(np.arange(len(per)), sl.count), sl.slot] = sl.value
+    return [dense[i, :n].tobytes() for i, n in enumerate(per.tolist())]
+
+
 class Program(NamedTuple):
     """A packed read of some features at one tile alignment (``PackedReader.program``)."""
 
     suffixes: tuple[str, ...]  # the keys under an entity's prefix: its packed groups, then its raw buckets
     groups: int  # how many of ``suffixes`` are packed groups
+    buckets: tuple[int, ...]  # the raw buckets of the other suffixes
     sizes: tuple[int, ...]  # each group's full length in bytes
     select: np.ndarray  # windows x tile rows (the groups' tiles laid end to end), 0/1
     windows: tuple[int, ...]  # the windows (us), in the order of ``select``'s rows
@@ -165,6 +177,7 @@ class PackedReader:
         return Program(
             suffixes=tuple([f"p{lv}:{g}" for lv, g in start] + [f"{raw_tag}:{b}" for b in plan.raw_buckets]),
             groups=len(start),
+            buckets=tuple(plan.raw_buckets),
             sizes=tuple(W.GROUP[lv] // W.LEVELS[lv] * self.width * 8 for lv, _ in start),
             select=select,
             windows=tuple(plan.covers),
@@ -214,6 +227,20 @@ class PackedReader:
                 out.append(E.finish(f, acc[ni], [acc[k] for k in si], None if qi is None else [acc[k] for k in qi],
                                     name, column))
         return tuple(out)
+
+    def cells(self, level: int, group: int, tiles: Sequence[int], blob: bytes | None,
+              stats: Sequence[int]) -> list[tuple[int, int, int, None, float]]:
+        """The nonzero ``stats`` (layout stat indices) of ``tiles`` in one packed group, as
+        cells ``(level, tile, stat, None, value)`` for ``StateLayout.fold``."""
+        packed = np.frombuffer(blob or b"", dtype="<f8")
+        first = group * (W.GROUP[level] // W.LEVELS[level])
+        out = []
+        for tl in tiles:
+            for i in stats:
+                k = (tl - first) * self.width + self.positions[i]
+                if k < len(packed) and packed[k] != 0:
+                    out.append((level, tl, i, None, float(packed[k])))
+        return out
 
     @staticmethod
     def _apart(tiles: np.ndarray, select: np.ndarray, edges: tuple[np.ndarray, np.ndarray] | None) -> list[list[float]]:

@@ -141,7 +141,11 @@ class StateWrite:
     @property
     def cells(self) -> list[tuple[Any, ...]]:
         """(entity, level, tile, stat, op, ts, val) per cell."""
-        t = self.table
+        return self.cells_of(self.table)
+
+    @staticmethod
+    def cells_of(t: pa.Table) -> list[tuple[Any, ...]]:
+        """``cells`` of some rows of ``table``."""
         if t.num_rows == 0:
             return []
         cols = [t.column(c).to_pylist() for c in ("entity", "level", "tile", "stat", "op", "ts", "val", "sval")]
@@ -151,6 +155,35 @@ class StateWrite:
     def raw(self) -> list[tuple[str, int, bytes]]:
         t = self.raw_table
         return list(zip(*(t.column(c).to_pylist() for c in ("entity", "bucket", "payload"))))
+
+    def raw_runs(self) -> RawRuns:
+        """The raw events sorted by (entity, bucket), as runs of one (entity, bucket) each:
+        what a store keeps as one value (numeric records, appended)."""
+        raw = self.raw_table.sort_by([("entity", "ascending"), ("bucket", "ascending")])
+        n = raw.num_rows
+        buckets = raw.column("bucket").to_numpy()
+        starts = np.zeros(min(n, 1), dtype="int64")
+        if n > 1:
+            e_arr = raw.column("entity").combine_chunks()
+            changed = pc.not_equal(e_arr.slice(1), e_arr.slice(0, n - 1)).to_numpy(zero_copy_only=False)
+            starts = np.concatenate([starts, np.flatnonzero(changed | (buckets[1:] != buckets[:-1])) + 1])
+        payload = raw.column("payload").combine_chunks()
+        offs = np.frombuffer(payload.buffers()[1], dtype="int32")[payload.offset: payload.offset + n + 1].astype("int64")
+        data = payload.buffers()[2].to_pybytes()[int(offs[0]): int(offs[-1])] if n else b""
+        offs -= offs[0]
+        return RawRuns(raw.take(pa.array(starts)), np.diff(np.append(starts, n)), offs[np.append(starts, n)], offs, data)
+
+
+class RawRuns(NamedTuple):
+    """``StateWrite.raw_runs``: per run its entity and bucket (``heads``) and event count;
+    the byte offsets in ``data`` (all payloads, in order) of each run and of each event,
+    the end included."""
+
+    heads: pa.Table
+    counts: np.ndarray
+    run_offsets: np.ndarray
+    event_offsets: np.ndarray
+    data: bytes
 
 
 @dataclass
@@ -259,9 +292,13 @@ class StateLayout:
 
     def tile_expires_at(self, level: int, tile: int) -> int:
         """When a tile (and its storage group) can go: its group's end plus the longest window."""
-        return W.group_end(level, W.group_of(level, tile)) + self.max_window_us
+        return self.group_expires_at(level, W.group_of(level, tile))
 
-    def raw_expires_at(self, bucket: int) -> int:
+    def group_expires_at(self, level: int, group: int) -> int:
+        return W.group_end(level, group) + self.max_window_us
+
+    def raw_expires_at(self, bucket: Any) -> Any:
+        """When a raw bucket can go (``bucket``: one index or an array of them)."""
         return (bucket + 1) * W.RAW_BUCKET + self.max_window_us
 
     # -- write ---------------------------------------------------------------------

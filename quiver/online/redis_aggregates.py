@@ -179,9 +179,8 @@ return 1
                 exp = pa.table({"k": key, "e": pa.array(ends // 1000)}).group_by("k").aggregate([("e", "max")])
                 cols["ek"] += exp.column("k").to_pylist()
                 cols["em"] += pc.cast(exp.column("e_max"), pa.string()).to_pylist()
-            raw = w.raw_table
-            if raw.num_rows:
-                self._raw_args(p, lay, raw, raw_args, cols)
+            if w.raw_table.num_rows:
+                self._raw_args(p, lay, w, raw_args, cols)
         for scope, off in (offsets or {}).items():
             cols["ok"].append(scope)
             cols["ov"].append(str(off))
@@ -220,37 +219,24 @@ return 1
         return reply() if wait else reply
 
     @staticmethod
-    def _raw_args(p: str, lay: Any, raw: pa.Table, out: list[bytes], cols: dict[str, list[Any]]) -> None:
+    def _raw_args(p: str, lay: Any, w: Any, out: list[bytes], cols: dict[str, list[Any]]) -> None:
         """Raw events: fixed-size records APPENDed per (entity, minute) for numeric views
         (read back in one GET), else one list element per event."""
         import numpy as np
         import pyarrow.compute as pc
 
-        from quiver.aggregation.windows import RAW_BUCKET
-
-        raw = raw.sort_by([("entity", "ascending"), ("bucket", "ascending")])
-        n = raw.num_rows
-        buckets = raw.column("bucket").to_numpy()
-        starts = np.zeros(1, dtype="int64")
-        if n > 1:
-            e_arr = raw.column("entity").combine_chunks()
-            changed = pc.not_equal(e_arr.slice(1), e_arr.slice(0, n - 1)).to_numpy(zero_copy_only=False)
-            starts = np.concatenate([starts, np.flatnonzero(changed | (buckets[1:] != buckets[:-1])) + 1])
-        heads = raw.take(pa.array(starts))
+        runs = w.raw_runs()
         tag = _NUMERIC_RAW if lay.numeric else "r"
-        cols["rk"] += pc.binary_join_element_wise(p + "{", heads.column("entity"), "}:" + tag + ":",
-                                                  pc.cast(heads.column("bucket"), pa.string()), "").to_pylist()
-        cols["re"] += (((heads.column("bucket").to_numpy() + 1) * RAW_BUCKET + lay.max_window_us) // 1000).tolist()
-        payload = raw.column("payload").combine_chunks()
-        offs = np.frombuffer(payload.buffers()[1], dtype="int32")[payload.offset: payload.offset + n + 1]
-        out.append(payload.buffers()[2].to_pybytes()[int(offs[0]): int(offs[-1])])  # the values, in order
-        counts = np.diff(np.append(starts, n))
+        cols["rk"] += pc.binary_join_element_wise(p + "{", runs.heads.column("entity"), "}:" + tag + ":",
+                                                  pc.cast(runs.heads.column("bucket"), pa.string()), "").to_pylist()
+        cols["re"] += (lay.raw_expires_at(runs.heads.column("bucket").to_numpy()) // 1000).tolist()
+        out.append(runs.data)
         if lay.numeric:  # one value per key: its records, one slice of the sorted buffer
-            cols["rn"] += [0] * len(counts)
-            cols["rl"] += (offs[np.append(starts, n)][1:] - offs[starts]).tolist()
+            cols["rn"] += [0] * len(runs.counts)
+            cols["rl"] += np.diff(runs.run_offsets).tolist()
         else:
-            cols["rn"] += counts.tolist()
-            cols["rl"] += np.diff(offs).tolist()
+            cols["rn"] += runs.counts.tolist()
+            cols["rl"] += np.diff(runs.event_offsets).tolist()
 
     def read_offsets(self, prefix: str = "") -> dict[str, int]:
         """The next offset to consume per stream scope (``topic/partition``) the state holds."""
@@ -278,16 +264,13 @@ return 1
     def _read_cells(self, lay: Any, plan: Any, ents: list[str], p: str) -> pa.Table:
         """Any aggregates: the hash cells, distinct sets, packed tiles and raw events of
         the plan, per entity one pipeline, folded by ``StateLayout.fold``."""
-        import numpy as np
-
         from quiver.aggregation.packed import ADDITIVE
-        from quiver.aggregation.windows import GROUP, LEVELS
 
         groups = plan.groups()
         wanted = {i for a in plan.aggregations for i, s in enumerate(lay.stats) if s.column == a.column}
         stats = [(i, s.kind) for i, s in enumerate(lay.stats) if s.kind != "set" and s.kind not in ADDITIVE and i in wanted]
         sets = [i for i, s in enumerate(lay.stats) if s.kind == "set"]
-        adds = [(i, lay.packed.positions[i]) for i in sorted(wanted) if lay.stats[i].kind in ADDITIVE]
+        adds = [i for i in sorted(wanted) if lay.stats[i].kind in ADDITIVE]
         fields_of: list[tuple[int, int, list[int], list[bytes], list[tuple[int, int, bool]]]] = []
         for lv, g, tiles in groups:
             fields, meta = [], []
@@ -324,7 +307,6 @@ return 1
         cells: list[tuple[Any, ...]] = []
         raw: list[tuple[int, bytes]] = []
         pos = 0
-        width = lay.packed.width
         # which stats hold numbers (min, max, last and distinct members of a text column are text)
         num = {i: lay.value_types[s.column] != pa.string() for i, s in enumerate(lay.stats)}
         for e in uniq:
@@ -350,14 +332,8 @@ return 1
                             found.append((lv, int(tl), int(i), None, float(v) if num[int(i)] else v))
                     pos += 1
                 if adds:
-                    packed = np.frombuffer(res[pos] or b"", dtype="<f8")
+                    found += lay.packed.cells(lv, g, tiles, res[pos], adds)
                     pos += 1
-                    first = g * (GROUP[lv] // LEVELS[lv])
-                    for tl in tiles:
-                        for i, at_ in adds:
-                            k = (tl - first) * width + at_
-                            if k < len(packed) and packed[k] != 0:
-                                found.append((lv, tl, i, None, float(packed[k])))
             for _ in plan.raw_buckets:
                 bucket = res[pos]
                 for payload in ([bucket] if bucket else []) if lay.numeric else bucket:

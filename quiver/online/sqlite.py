@@ -24,9 +24,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from quiver import types
-from quiver.aggregation.state import RAW_FORMAT
 from quiver.config import RepoConfig
 from quiver.errors import ConfigError, InputError, TransientError, closest
+from quiver.online.sqlite_aggregates import SQLiteAggregateState
 from quiver.protocols import CREATED_TS, EVENT_TS, Capabilities
 from quiver.timeutil import TIMESTAMP
 
@@ -193,7 +193,7 @@ def _in_query(head: str, nkeys: int, n: int) -> str:
     return head + "(VALUES " + ",".join([row] * n) + ")"
 
 
-class SQLiteOnlineStore:
+class SQLiteOnlineStore(SQLiteAggregateState):
     """``online: {type: sqlite, path: data/online.db}``."""
 
     capabilities = Capabilities()
@@ -387,126 +387,3 @@ class SQLiteOnlineStore:
         self._schemas.pop(view_name, None)
         self._plans = {k: v for k, v in self._plans.items() if k[0] != view_name}
         self._joined = {}
-
-    # -- aggregation state (streaming) ---------------------------------------------------
-    # Owned by the streaming work (quiver.ingest.stream). Cells and raw events of
-    # aggregate views (quiver.aggregation.state) merge by UPSERT in one transaction
-    # with the stream offsets they cover, so a killed worker neither loses nor
-    # double-counts; rows past their expiry time are deleted as writes go by.
-
-    _RAW = f"__agg_raw{RAW_FORMAT}"  # raw events, by the layout of their records
-    _AGG_DDL = (
-        "CREATE TABLE IF NOT EXISTS __agg_cells (view TEXT NOT NULL, entity TEXT NOT NULL, level INTEGER NOT NULL,"
-        " tile INTEGER NOT NULL, stat INTEGER NOT NULL, member NOT NULL, op TEXT, ts INTEGER, val, expires INTEGER,"
-        " PRIMARY KEY (view, entity, level, tile, stat, member)) WITHOUT ROWID",
-        f"CREATE TABLE IF NOT EXISTS {_RAW} (view TEXT NOT NULL, entity TEXT NOT NULL, bucket INTEGER NOT NULL,"
-        " data BLOB NOT NULL, expires INTEGER)",
-        f"CREATE INDEX IF NOT EXISTS {_RAW}_key ON {_RAW} (view, entity, bucket)",
-        "CREATE INDEX IF NOT EXISTS __agg_cells_exp ON __agg_cells (expires)",
-        f"CREATE INDEX IF NOT EXISTS {_RAW}_exp ON {_RAW} (expires)",
-        "CREATE TABLE IF NOT EXISTS __stream_offsets (scope TEXT PRIMARY KEY, next_offset INTEGER NOT NULL)",
-    )
-    _AGG_UPSERT = (
-        "INSERT INTO __agg_cells VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET "
-        "val = CASE excluded.op WHEN '+' THEN val + excluded.val WHEN '<' THEN min(val, excluded.val) "
-        "WHEN '>' THEN max(val, excluded.val) WHEN 'L' THEN CASE WHEN (excluded.ts, excluded.val) > (ts, val) "
-        "THEN excluded.val ELSE val END ELSE val END, "
-        "ts = CASE WHEN excluded.op = 'L' AND (excluded.ts, excluded.val) > (ts, val) THEN excluded.ts ELSE ts END, "
-        "expires = max(expires, excluded.expires)"
-    )
-
-    def _agg_con(self) -> sqlite3.Connection:
-        con = self._con()
-        if not getattr(self._local, "agg_ready", False):
-            for ddl in self._AGG_DDL:
-                con.execute(ddl)
-            self._local.agg_ready = True
-        return con
-
-    def write_aggregates(self, writes: Sequence[Any], offsets: dict[str, int] | None = None,
-                         now_us: int | None = None, *, wait: bool = True) -> Any:
-        """Merge ``StateWrite``s and record ``offsets`` (scope -> next offset) atomically;
-        a batch whose offsets are already held is skipped (returns False). Synchronous:
-        with ``wait=False`` it returns a function giving the same answer."""
-        from quiver.aggregation.state import StateLayout
-
-        con = self._agg_con()
-        try:
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                for scope, off in (offsets or {}).items():
-                    held = con.execute("SELECT next_offset FROM __stream_offsets WHERE scope = ?", (scope,)).fetchone()
-                    if held is not None and held[0] >= off:
-                        con.execute("ROLLBACK")
-                        return False if wait else (lambda: False)
-                for w in writes:
-                    lay: StateLayout = w.layout
-                    name = w.view
-                    con.executemany(self._AGG_UPSERT, [
-                        (name, e, lv, tl, st, v if op == "D" else "", op, ts, None if op == "D" else v,
-                         lay.tile_expires_at(lv, tl))
-                        for e, lv, tl, st, op, ts, v in w.cells
-                    ])
-                    con.executemany(f"INSERT INTO {self._RAW} VALUES (?,?,?,?,?)",
-                                    [(name, e, b, p, lay.raw_expires_at(b)) for e, b, p in w.raw])
-                if offsets:
-                    con.executemany("INSERT OR REPLACE INTO __stream_offsets VALUES (?, ?)", list(offsets.items()))
-                if now_us is not None:
-                    con.execute("DELETE FROM __agg_cells WHERE expires <= ?", (now_us,))
-                    con.execute(f"DELETE FROM {self._RAW} WHERE expires <= ?", (now_us,))
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-        except sqlite3.OperationalError as e:
-            raise TransientError(f"online store {self.path}: {e}; retry the batch") from e
-        return True if wait else (lambda: True)
-
-    def read_offsets(self, prefix: str = "") -> dict[str, int]:
-        """The next offset to consume per stream scope (``topic/partition``) the state holds."""
-        rows = self._agg_con().execute(
-            "SELECT scope, next_offset FROM __stream_offsets WHERE substr(scope, 1, ?) = ?", (len(prefix), prefix))
-        return dict(rows.fetchall())
-
-    def read_aggregates(self, view: FeatureView, keys: pa.Table, features: Sequence[str], at: Any) -> pa.Table:
-        """Finalized aggregates over ``[at - w, at)``, one row per row of ``keys``."""
-        from quiver.aggregation.state import aggregates_table
-
-        return aggregates_table(self.read_aggregate_rows, view, keys, features, at)
-
-    def read_aggregate_rows(self, view: FeatureView, keys: Sequence[tuple[Any, ...]], features: Sequence[str],
-                            at_us: int) -> list[tuple[Any, ...]]:
-        """``read_aggregates`` for key tuples: one tuple of feature values per key, at
-        ``at_us`` (epoch microseconds)."""
-        from quiver.aggregation.state import entity_strings, layout, table_rows
-
-        lay = layout(view)
-        plan = lay.plan(features, at_us)
-        ents = entity_strings(view, keys)
-        row_of: dict[str, list[int]] = {}
-        for i, e in enumerate(ents):
-            row_of.setdefault(e, []).append(i)
-        uniq = list(row_of)
-        con = self._agg_con()
-        cells: list[tuple[Any, ...]] = []
-        raw: list[tuple[int, bytes]] = []
-        for i in range(0, len(uniq), _MAX_KEYS):
-            chunk = uniq[i : i + _MAX_KEYS]
-            marks = ",".join("?" * len(chunk))
-            for lv, lo, hi in plan.runs():
-                q = (f"SELECT entity, level, tile, stat, ts, CASE op WHEN 'D' THEN member ELSE val END FROM __agg_cells "
-                     f"WHERE view = ? AND entity IN ({marks}) AND level = ? AND tile BETWEEN ? AND ?")
-                for e, *rest in con.execute(q, [view.name, *chunk, lv, lo, hi]):
-                    cells.extend((r, *rest) for r in row_of[e])
-            if plan.raw_buckets:
-                q = (f"SELECT entity, data FROM {self._RAW} WHERE view = ? AND entity IN ({marks}) "
-                     f"AND bucket IN ({','.join('?' * len(plan.raw_buckets))})")
-                for e, data in con.execute(q, [view.name, *chunk, *plan.raw_buckets]):
-                    raw.extend((r, data) for r in row_of[e])
-        return table_rows(lay.fold(plan, len(ents), cells, raw), [a.name for a in plan.aggregations])
-
-    def delete_aggregates(self, view_name: str) -> None:
-        """Drop a view's aggregation state (before a rebuild)."""
-        con = self._agg_con()
-        con.execute("DELETE FROM __agg_cells WHERE view = ?", (view_name,))
-        con.execute(f"DELETE FROM {self._RAW} WHERE view = ?", (view_name,))
