@@ -1,4 +1,4 @@
-"""Streaming benchmark: Kafka (Tansu) -> stream worker -> Redis aggregation state.
+"""Streaming benchmark: Kafka (Tansu) -> stream worker -> Redis (and SQLite) aggregation state.
 
 On the shared workload's medium transactions (2M events; generate them with
 ``../shared/bench/datagen.py --scale medium --out bench-data``), with event
@@ -9,6 +9,7 @@ the online state of ``user_tx`` (count and sum over 10m, 1h, 1d):
   Parquet, Redis state, offsets), in events/s, beside the floor of a consumer
   that only reads and parses the messages, and the CPU per event of the worker
   process and of redis-server (steadier than wall time on a shared machine);
+  then a second worker consumes the same topic into the embedded store (SQLite);
 * **freshness**: event-to-online latency p50/p99 while a producer writes
   steadily at ``--rate`` events/s, batching 20 ms (from the message's create
   time, its produce call, to its state being durable in Redis, as the worker
@@ -17,7 +18,8 @@ the online state of ``user_tx`` (count and sum over 10m, 1h, 1d):
   model server's): the store's ``read_aggregate_rows`` and
   ``store.get_online_features``, p50/p99 and client CPU per read, beside the
   floor of one raw Redis GET; three times: as the scheduler places the reader
-  and redis-server, on separate cores, and on one core together.
+  and redis-server, on separate cores, and on one core together; and from the
+  SQLite store, in process, beside one SQLite primary-key read.
 
 Run by hand, never in CI::
 
@@ -30,6 +32,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import sqlite3
 import statistics
 import subprocess
 import sys
@@ -135,23 +138,31 @@ def floor_consume(bootstrap: str, topic: str, n: int) -> float:
     return got / dt
 
 
-def read_bench(repo: str, heavy: int, redis_url: str, reads: int) -> None:
+def read_bench(repo: str, heavy: int, floor: str, reads: int) -> None:
     """Latency of reading the 6 aggregate features of the heaviest user: the store's
-    ``read_aggregate_rows`` and ``store.get_online_features``, beside one raw Redis GET."""
-    import redis as redis_py
-
+    ``read_aggregate_rows`` and ``store.get_online_features``, beside a floor: one raw
+    Redis GET (``floor`` a Redis URL), or one SQLite primary-key read (``floor`` "sqlite")."""
     from quiver import FeatureStore
 
     store = FeatureStore(repo)
     view = store.get_feature_view("user_tx")
     feats = view.feature_names
     refs = [f"user_tx:{f}" for f in feats]
-    r = redis_py.Redis.from_url(redis_url)
-    r.set("floor-key", b"x" * 100)
+    if floor == "sqlite":
+        con = sqlite3.connect(store.online.path)
+        key = con.execute("SELECT view, entity, key FROM __agg_packed LIMIT 1").fetchone()
+        floor_name, floor_read = "floor: SQLite key read", lambda: con.execute(
+            "SELECT data FROM __agg_packed WHERE view = ? AND entity = ? AND key = ?", key).fetchone()
+    else:
+        import redis as redis_py
+
+        r = redis_py.Redis.from_url(floor)
+        r.set("floor-key", b"x" * 100)
+        floor_name, floor_read = "floor: raw Redis GET", lambda: r.get("floor-key")
     runs = {
         "read_aggregate_rows": lambda: store.online.read_aggregate_rows(view, [(heavy,)], feats, time.time_ns() // 1000),
         "get_online_features": lambda: store.get_online_features(refs, entity_rows=[{"user_id": heavy}]),
-        "floor: raw Redis GET": lambda: r.get("floor-key"),
+        floor_name: floor_read,
     }
     for fn in runs.values():
         for _ in range(200):
@@ -170,6 +181,33 @@ def read_bench(repo: str, heavy: int, redis_url: str, reads: int) -> None:
     store.close()
 
 
+def bulk(store: Any, repo: Path, group: str) -> tuple[int, float, float]:
+    """One worker consuming the whole topic into ``store``'s online store: (events,
+    events/s from its first batch to its last, CPU seconds of this process)."""
+    from quiver.ingest.worker import StreamWorker
+
+    worker = StreamWorker([store.get_feature_view("user_tx")], store.online, repo / "data/offline",
+                          options={"consumer": CONSUMER, "batch_size": 10_000, "group": group})
+    first: list[float] = []
+    last: list[float] = [0.0]
+    step = worker._step
+
+    def timed(*a: Any) -> int:
+        t = time.perf_counter()
+        got = step(*a)
+        if got:
+            first.append(t) if not first else None
+            last[0] = time.perf_counter()
+        return got
+
+    worker._step = timed  # type: ignore[method-assign]
+    cpu0 = time.process_time()
+    worker.run(idle_exit=1.0)
+    cpu = time.process_time() - cpu0
+    events = worker.status()["sources"]["transactions"]["events"]
+    return events, events / (last[0] - first[0]), cpu  # from the first batch to the last (group join excluded)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--scale", default="medium")
@@ -178,17 +216,16 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=10_000, help="events/s of the steady producer")
     ap.add_argument("--seconds", type=int, default=20, help="length of the steady phase")
     ap.add_argument("--reads", type=int, default=5000)
-    ap.add_argument("--read-bench", nargs=3, metavar=("REPO", "USER", "REDIS_URL"), help=argparse.SUPPRESS)
+    ap.add_argument("--read-bench", nargs=3, metavar=("REPO", "USER", "FLOOR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.read_bench:  # the read phase, in a process of its own
-        repo_path, user, url = args.read_bench
-        return read_bench(repo_path, int(user), url, args.reads)
+        repo_path, user, floor = args.read_bench
+        return read_bench(repo_path, int(user), floor, args.reads)
     data = ROOT / "bench-data" / args.scale / "transactions.parquet"
     if not data.exists():
         sys.exit(f"no {data}: run  python ../shared/bench/datagen.py --scale {args.scale} --out bench-data")
 
     from quiver import FeatureStore
-    from quiver.ingest.worker import StreamWorker
     from tests.fixtures.kafka import KafkaBroker
 
     tmp = Path(tempfile.mkdtemp(prefix="quiver-bench-stream-"))
@@ -211,35 +248,30 @@ def main() -> None:
         floor = floor_consume(broker.bootstrap, topic, n)
         print(f"floor: read + parse only         {floor:>10,.0f} events/s")
 
-        worker = StreamWorker([store.get_feature_view("user_tx")], store.online, repo / "data/offline",
-                              options={"consumer": CONSUMER, "batch_size": 10_000, "group": "bench"})
-        first: list[float] = []
-        last: list[float] = [0.0]
-        step = worker._step
-
-        def timed(*a: Any) -> int:
-            t = time.perf_counter()
-            got = step(*a)
-            if got:
-                first.append(t) if not first else None
-                last[0] = time.perf_counter()
-            return got
-
-        worker._step = timed  # type: ignore[method-assign]
         import redis as redis_py
 
         def redis_cpu() -> float:
             info = redis_py.Redis.from_url(redis_url).info("cpu")
             return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
-        cpu0, rcpu0 = time.process_time(), redis_cpu()
-        worker.run(idle_exit=1.0)
-        cpu, rcpu = time.process_time() - cpu0, redis_cpu() - rcpu0
-        st = worker.status()["sources"]["transactions"]
-        eps = st["events"] / (last[0] - first[0])  # from the first batch to the last (group join excluded)
-        print(f"worker: parse + offline + Redis  {eps:>10,.0f} events/s ({st['events']:,} events, 1 worker)")
-        print(f"  CPU per event: worker process {cpu / st['events'] * 1e6:.2f} us (all its threads), "
-              f"redis-server {rcpu / st['events'] * 1e6:.2f} us")
+        rcpu0 = redis_cpu()
+        events, eps, cpu = bulk(store, repo, "bench")
+        rcpu = redis_cpu() - rcpu0
+        print(f"worker: parse + offline + Redis  {eps:>10,.0f} events/s ({events:,} events, 1 worker)")
+        print(f"  CPU per event: worker process {cpu / events * 1e6:.2f} us (all its threads), "
+              f"redis-server {rcpu / events * 1e6:.2f} us")
+        # the same topic into the embedded store (SQLite, in process), for its reads below
+        repo_lite = tmp / "repo-sqlite"
+        repo_lite.mkdir()
+        (repo_lite / "quiver.yaml").write_text("project: bench\nregistry: data/registry.db\n"
+                                              "online: {type: sqlite, path: data/online.db}\n")
+        (repo_lite / "features.py").write_text(DEFS.format(topic=topic, bootstrap=broker.bootstrap))
+        lite = FeatureStore(repo_lite)
+        lite.apply()
+        events, eps, cpu = bulk(lite, repo_lite, "bench-sqlite")
+        lite.close()
+        print(f"worker: parse + offline + SQLite {eps:>10,.0f} events/s ({events:,} events, 1 worker; "
+              f"CPU per event {cpu / events * 1e6:.2f} us)")
 
         # -- freshness at a steady rate --------------------------------------------------
         topic2 = broker.create_topic("tx-steady", args.partitions)
@@ -290,6 +322,10 @@ def main() -> None:
         store.close()
         os.sync()  # the earlier phases' files (Parquet, the broker's log) written back before reads are timed
         time.sleep(2)
+        print("the embedded store (SQLite), in process:")
+        subprocess.run([sys.executable, __file__, "--read-bench", str(repo_lite), str(heavy), "sqlite",
+                        "--reads", str(args.reads)], check=True)
+        print("Redis:")
         cmd = [sys.executable, __file__, "--read-bench", str(repo), str(heavy), redis_url, "--reads", str(args.reads)]
         subprocess.run(cmd, check=True)
         cpus = sorted(os.sched_getaffinity(0))

@@ -48,6 +48,7 @@ _DDL = (
     "CREATE INDEX IF NOT EXISTS __agg_packed_exp ON __agg_packed (expires)",
     f"CREATE INDEX IF NOT EXISTS {_RAW}_exp ON {_RAW} (expires)",
     "CREATE TABLE IF NOT EXISTS __stream_offsets (scope TEXT PRIMARY KEY, next_offset INTEGER NOT NULL)",
+    "CREATE TABLE IF NOT EXISTS __agg_stale (view TEXT PRIMARY KEY)",  # views to rebuild (``_agg_con``)
 )
 _CELL_UPSERT = (
     "INSERT INTO __agg_cells VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET "
@@ -83,17 +84,29 @@ class SQLiteAggregateState:
 
     def _agg_con(self) -> sqlite3.Connection:
         con = self._con()
-        if not getattr(self._local, "agg_ready", False):
-            fresh = con.execute("SELECT 1 FROM sqlite_master WHERE name = '__agg_packed'").fetchone() is None
-            if fresh and con.execute("SELECT 1 FROM sqlite_master WHERE name = '__agg_cells'").fetchone():
-                if con.execute("SELECT 1 FROM __agg_cells WHERE op = '+' LIMIT 1").fetchone():
-                    raise InputError(f"online store {self.path} holds aggregation state in the layout of an earlier "
-                                     "quiver (additive stats as rows); rebuild it: quiver backfill VIEW --online")
-            for ddl in _DDL:
-                con.execute(ddl)
+        if getattr(self._local, "stale", None) is None:
+            con.execute("BEGIN IMMEDIATE")
+            try:
+                tables = {n for n, in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
+                for ddl in _DDL:
+                    con.execute(ddl)
+                if "__agg_cells" in tables and "__agg_packed" not in tables:
+                    # the state of an earlier quiver kept additive stats as cell rows: its views need a rebuild
+                    con.execute("INSERT OR IGNORE INTO __agg_stale SELECT DISTINCT view FROM __agg_cells WHERE op = '+'")
+                    con.execute("DELETE FROM __agg_cells WHERE op = '+'")
+                con.execute("COMMIT")
+            except BaseException:
+                con.execute("ROLLBACK")
+                raise
             con.create_function("quiver_add_slots", 2, _add_slots, deterministic=True)
-            self._local.agg_ready = True
+            self._local.stale = {v for v, in con.execute("SELECT view FROM __agg_stale")}
         return con
+
+    def _check_current(self, con: sqlite3.Connection, view: str) -> None:
+        """Refuse to read a view whose state an earlier quiver wrote (until it is rebuilt)."""
+        if view in self._local.stale and con.execute("SELECT 1 FROM __agg_stale WHERE view = ?", (view,)).fetchone():
+            raise InputError(f"online store {self.path} holds the aggregation state of view {view!r} in the layout of "
+                             f"an earlier quiver; rebuild it: quiver backfill {view} --online")
 
     def write_aggregates(self, writes: Sequence[Any], offsets: dict[str, int] | None = None,
                          now_us: int | None = None, *, wait: bool = True) -> Any:
@@ -163,6 +176,7 @@ class SQLiteAggregateState:
                             at_us: int) -> list[tuple[Any, ...]]:
         """``read_aggregates`` for key tuples: one tuple of feature values per key, at
         ``at_us`` (epoch microseconds)."""
+        self._check_current(self._agg_con(), view.name)
         lay = layout(view)
         ents = entity_strings(view, keys)
         uniq = list(dict.fromkeys(ents))
@@ -228,5 +242,5 @@ class SQLiteAggregateState:
     def delete_aggregates(self, view_name: str) -> None:
         """Drop a view's aggregation state (before a rebuild)."""
         con = self._agg_con()
-        for table in ("__agg_cells", "__agg_packed", _RAW):
+        for table in ("__agg_cells", "__agg_packed", _RAW, "__agg_stale"):
             con.execute(f"DELETE FROM {table} WHERE view = ?", (view_name,))

@@ -216,3 +216,27 @@ def test_reads_at_many_instants_of_the_same_minutes(kind: str, tmp_path: Path, r
         want = window_aggregate([{"user_id": 0, "event_timestamp": at}], evs, ["user_id"], refs)[0]
         assert got == want, (kind, off)
     store.close()
+
+
+def test_sqlite_state_of_an_earlier_layout_is_refused_until_rebuilt(tmp_path: Path,
+                                                                    request: pytest.FixtureRequest) -> None:
+    """Additive stats kept as cell rows (before packed groups) would read as zero: the
+    store names the view and the rebuild command instead, and reads again once rebuilt."""
+    import sqlite3
+
+    con = sqlite3.connect(tmp_path / "online.db")
+    con.execute("CREATE TABLE __agg_cells (view TEXT NOT NULL, entity TEXT NOT NULL, level INTEGER NOT NULL,"
+                " tile INTEGER NOT NULL, stat INTEGER NOT NULL, member NOT NULL, op TEXT, ts INTEGER, val,"
+                " expires INTEGER, PRIMARY KEY (view, entity, level, tile, stat, member)) WITHOUT ROWID")
+    con.execute("INSERT INTO __agg_cells VALUES ('v', '1', 0, 29000000, 0, '', '+', NULL, 3.0, 9e18)")
+    con.commit()
+    con.close()
+    store = open_store("sqlite", tmp_path, request)
+    view = FeatureView(name="v", entities=[USER], source=PushSource("s"), aggregations=ADDITIVE)
+    keys = pa.table({"user_id": [1]})
+    with pytest.raises(InputError, match=r"view 'v'.*quiver backfill v --online"):
+        store.read_aggregates(view, keys, None, datetime.now(UTC))
+    store.delete_aggregates("v")
+    assert store.read_aggregates(view, keys, ["amount_count_10m"], datetime.now(UTC)).to_pylist() == [
+        {"amount_count_10m": 0}]
+    store.close()
