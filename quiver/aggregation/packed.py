@@ -139,7 +139,7 @@ class PackedReader:
                *[((t - o) // rb, (t - o) % rb == 0) for o in self._offsets])
         if key in self._programs:
             return self._programs[key]
-        plan = self.layout.plan(features, t)  # type: ignore[attr-defined]
+        plan = self.layout.plan(features, t, invertible=True)  # type: ignore[attr-defined]
         prog = None
         if self.layout.numeric and all(a.function in _ADDITIVE_FUNCTIONS for a in plan.aggregations):  # type: ignore
             prog = self._compile(plan, raw_tag)
@@ -187,21 +187,24 @@ class PackedReader:
             outputs=tuple(outputs),
         )
 
-    def fold(self, prog: Program, t: int, got: Sequence[bytes | None]) -> tuple[Any, ...]:
+    def fold(self, prog: Program, t: int, got: Sequence[bytes | None]) -> tuple[Any, ...] | None:
         """Feature values of one entity at ``t``, in the order of the program's features,
         from what its keys held (None when absent).
 
-        One matrix product: windows x (tile rows, raw events) (0/1) by the tiles' slot sums
-        and the events' slot deltas (their ``d``, stored with them). Every term is an
-        integer-valued float64 and every sum stays below 2**53, so any order of additions
-        gives the same exact sums. The one exception is an out-of-range value (NaN limbs
-        in a tile, ``functions.LIMB_NAN`` in a record): a 0 times NaN would spread it to
-        windows that do not hold the value, so then each window sums only its own rows."""
+        One matrix product: windows x (tile rows, raw events) by the tiles' slot sums and
+        the events' slot deltas (their ``d``, stored with them). A window's row holds 1 for
+        its tiles, and per event +1 when it is in the window but not under the tiles, -1
+        when it is under the tiles (an edge minute read whole) but not in the window.
+        Every term is an integer-valued float64 and every sum stays below 2**53, so any
+        order of additions gives the same exact sums. None where a value out of range
+        (NaN limbs in a tile, ``functions.LIMB_NAN`` in a record) is read, inside the
+        window or not: 0 x NaN would spread it to every window, and an edge tile may
+        hold it outside the window, so the caller folds those cells window by window
+        (``StateLayout.fold``)."""
         n = prog.groups
         tiles = np.frombuffer(b"".join([(d or b"").ljust(m, b"\0") for d, m in zip(got, prog.sizes)]),
                               dtype="<f8").reshape(-1, self.width)
         raw = b"".join([x for x in got[n:] if x])
-        keep = None
         if raw:
             rec: Any = np.frombuffer(raw, dtype=self.layout._raw_dtype)  # type: ignore[attr-defined]
             # rows 0..k-1: each window's [t - w, t); rows k..2k-1: the part [a, b) its tiles hold
@@ -209,15 +212,14 @@ class PackedReader:
             k = len(prog.windows)
             lower = np.array([t - w for w in prog.windows] + prog.tiled, dtype="int64").view("uint64")
             inside = (rec["ts"].view("uint64") - lower[:, None]) < prog.span
-            keep = inside[:k] > inside[k:]  # in the window, not under its tiles
             v = np.concatenate((tiles, rec["d"]))
-            sums = (np.concatenate((prog.select, keep), axis=1) @ v).tolist()
-            bad = v[len(tiles):].min() == F.LIMB_NAN
+            sums = (np.concatenate((prog.select, inside[:k].astype("<f8") - inside[k:]), axis=1) @ v).tolist()
+            if v[len(tiles):].min() == F.LIMB_NAN:
+                return None
         else:
             sums = (prog.select @ tiles).tolist()
-            bad = False
-        if bad or any(x != x for row in sums for x in row):  # an out-of-range value somewhere
-            sums = self._apart(tiles, prog.select, None if keep is None else (self.deltas(rec), keep))
+        if any(x != x for row in sums for x in row):
+            return None
         out: list[Any] = []
         for row, f, ni, si, qi, name, column in prog.outputs:
             acc = sums[row]
@@ -240,19 +242,6 @@ class PackedReader:
                 k = (tl - first) * self.width + self.positions[i]
                 if k < len(packed) and packed[k] != 0:
                     out.append((level, tl, i, None, float(packed[k])))
-        return out
-
-    @staticmethod
-    def _apart(tiles: np.ndarray, select: np.ndarray, edges: tuple[np.ndarray, np.ndarray] | None) -> list[list[float]]:
-        """Each window's sums from its own tile rows and raw events (``edges``: the events'
-        ``deltas`` and the windows x events keep mask) only, so that an out-of-range value
-        fails just the windows that hold it."""
-        out = []
-        for i, tile_rows in enumerate(select == 1):
-            acc = tiles[tile_rows].sum(axis=0)
-            if edges is not None:
-                acc = acc + edges[0][edges[1][i]].sum(axis=0)
-            out.append(acc.tolist())
         return out
 
     def deltas(self, rec: np.ndarray) -> np.ndarray:

@@ -7,7 +7,7 @@ per entity key (``windows`` says which tiles exist):
   ``op`` tells the store how to merge a new cell into a stored one
   (``+`` add, ``<`` keep the smaller, ``>`` keep the larger, ``L`` keep the
   greater ``(ts, val)``, ``D`` a member of a distinct set: insert once);
-* a raw event is kept per 1-minute bucket, packed, for the window edges: a
+* a raw event is kept per 10-second bucket, packed, for the window edges: a
   numeric one as a fixed-size record of its time, its values and what it adds
   to each additive stat (``_record_dtype``, versioned by ``RAW_FORMAT``).
 
@@ -40,10 +40,11 @@ __all__ = ["MERGE_OP", "RAW_FORMAT", "Cells", "ReadPlan", "StateLayout", "StateW
            "entity_strings", "key_tuples", "layout", "table_rows"]
 
 EVENT_TS = "event_timestamp"
-# The version of the numeric raw record layout (``StateLayout._record_dtype``). Stores keep
+# The version of the numeric raw record layout (``StateLayout._record_dtype``) and of the
+# raw bucket size (``windows.RAW_BUCKET``; 3: 10-second buckets). Stores keep
 # raw events under it, so records of an older layout are never read as this one; they
 # expire by themselves, and ``quiver backfill VIEW --online`` rebuilds the state at once.
-RAW_FORMAT = 2
+RAW_FORMAT = 3
 _EMPTY_CELLS = pa.table({"entity": pa.array([], pa.int64()), "level": pa.array([], pa.int64()),
                          "tile": pa.array([], pa.int64()), "group": pa.array([], pa.int64()),
                          "stat": pa.array([], pa.int64()), "op": pa.array([], pa.string()),
@@ -241,7 +242,7 @@ class StateLayout:
         self.levels = W.levels_for(self.max_window_us)  # tile levels kept: LEVELS[:levels]
         self.value_types: dict[str, pa.DataType] = {c: self._value_type(c) for c in self.columns}
         self.numeric = all(pa.types.is_integer(t) or pa.types.is_floating(t) for t in self.value_types.values())
-        self._tile_cache: dict[tuple[tuple[int, int], ...], tuple[dict[int, list[int]], list[int]]] = {}
+        self._tile_cache: dict[tuple[tuple[int, int], ...], dict[int, list[int]]] = {}
         self._by_name = {a.name: a for a in view.aggregations}
         self.packed = PackedReader(self)  # additive stats as packed tiles (stores may use it)
         self._raw_dtype = self._record_dtype()
@@ -298,8 +299,10 @@ class StateLayout:
         return W.group_end(level, group) + self.max_window_us
 
     def raw_expires_at(self, bucket: Any) -> Any:
-        """When a raw bucket can go (``bucket``: one index or an array of them)."""
-        return (bucket + 1) * W.RAW_BUCKET + self.max_window_us
+        """When a raw bucket can go (``bucket``: one index or an array of them): a minute
+        after the longest window has passed it, for a read of that window's start minute
+        as its tile less the events before the start (``windows.cover``)."""
+        return (bucket + 1) * W.RAW_BUCKET + self.max_window_us + W.LEVELS[0]
 
     # -- write ---------------------------------------------------------------------
 
@@ -317,8 +320,6 @@ class StateLayout:
         names_arr = codes.dictionary
         parts: list[pa.Table] = []
         for level, size in enumerate(W.LEVELS[: self.levels]):
-            if level < W.FIRST_STORED_LEVEL:
-                continue  # minute tiles are read from the raw minute buckets themselves
             tile = t_us // size
             tmin = int(tile.min()) if len(tile) else 0
             span = int(tile.max()) - tmin + 1 if len(tile) else 1
@@ -408,15 +409,17 @@ class StateLayout:
 
     # -- read ------------------------------------------------------------------------
 
-    def plan(self, features: Sequence[str] | None, at: datetime | int) -> ReadPlan:
-        """Which tiles and raw buckets a read of ``features`` at ``at`` needs."""
+    def plan(self, features: Sequence[str] | None, at: datetime | int, invertible: bool = False) -> ReadPlan:
+        """Which tiles and raw buckets a read of ``features`` at ``at`` needs; ``invertible``
+        (stats that add, folded with signs: ``PackedReader``): an edge minute may be read
+        as its tile less the raw events outside the window (``windows.cover``)."""
         aggs = [self._by_name[f] for f in features] if features else list(self.view.aggregations)
         t = W.to_us(at)
         covers: dict[int, W.Cover] = {}
         for a in aggs:
             w = int(a.window.total_seconds() * 1_000_000)
             if w not in covers:
-                covers[w] = W.cover(t - w, t, self.levels)
+                covers[w] = W.cover(t - w, t, self.levels, invertible)
         key = tuple(c.aligned for c in covers.values())
         cached = self._tile_cache.get(key)
         if cached is None:
@@ -424,14 +427,12 @@ class StateLayout:
             for c in covers.values():
                 for lv, tl in c.tiles:
                     acc.setdefault(lv, set()).add(tl)
-            whole = sorted(acc.pop(0, set())) if W.FIRST_STORED_LEVEL > 0 else []  # minutes read raw
-            cached = ({lv: sorted(ts) for lv, ts in sorted(acc.items())}, whole)
+            cached = {lv: sorted(ts) for lv, ts in sorted(acc.items())}
             if len(self._tile_cache) > 256:
                 self._tile_cache.clear()
             self._tile_cache[key] = cached
-        tiles, whole = cached
-        raw = sorted({b for c in covers.values() for b, _, _ in c.raw}.union(whole))
-        return ReadPlan(t, aggs, covers, tiles, raw)
+        raw = sorted({b for c in covers.values() for b, _, _ in (*c.raw, *c.less)})
+        return ReadPlan(t, aggs, covers, cached, raw)
 
     def fold(
         self,
@@ -462,7 +463,7 @@ class StateLayout:
         for w, cov in plan.covers.items():
             parts = []
             if tile_key is not None and cov.tiles:
-                wanted = pa.array([tl * 4 + lv for lv, tl in cov.tiles if lv >= W.FIRST_STORED_LEVEL], pa.int64())
+                wanted = pa.array([tl * 4 + lv for lv, tl in cov.tiles], pa.int64())
                 parts.append(cell_t.filter(pc.is_in(tile_key, wanted)).drop_columns(["_tile", "_level"]))
             if raw_states is not None:
                 keep = _raw_keep(raw_ts, cov)
@@ -517,8 +518,7 @@ class StateLayout:
         for w, cov in plan.covers.items():
             m = np.zeros(len(ctl), dtype=bool)
             for lv, lo, hi in cov.runs():
-                if lv >= W.FIRST_STORED_LEVEL:
-                    m |= (clv == lv) & (ctl >= lo) & (ctl <= hi)
+                m |= (clv == lv) & (ctl >= lo) & (ctl <= hi)
             keep = _raw_keep(rts, cov) if rec is not None else np.zeros(len(rts), dtype=bool)
             acc: dict[str, np.ndarray] = {}
             for i, st in enumerate(self.stats):
@@ -629,14 +629,10 @@ def _finalize_np(agg: Aggregation, acc: dict[str, np.ndarray], value_type: pa.Da
 
 
 def _raw_keep(ts: np.ndarray, cov: W.Cover) -> np.ndarray:
-    """Raw events that count in a window: inside ``[start, end)`` and not under one of
-    its stored (hour or day) tiles, which already hold them."""
-    keep = (ts >= cov.start) & (ts < cov.end)
-    for lv, lo, hi in cov.runs():
-        if lv >= W.FIRST_STORED_LEVEL:
-            size = W.LEVELS[lv]
-            keep &= (ts < lo * size) | (ts >= (hi + 1) * size)
-    return keep
+    """Raw events that count in a window: inside ``[start, end)`` and not under its
+    tiles (``aligned``), which already hold them (a cover without ``less`` pieces)."""
+    a, b = cov.aligned
+    return (ts >= cov.start) & (ts < cov.end) & ((ts < a) | (ts >= b))
 
 
 _LAYOUTS: dict[str, StateLayout] = {}

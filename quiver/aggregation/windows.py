@@ -2,14 +2,22 @@
 
 A window is covered by tiles at three levels (1 minute, 1 hour, 1 day;
 integer microseconds since the epoch, aligned to the epoch) holding partial
-aggregates, and the raw events are kept too, in 1-minute buckets, because a
-window's edges rarely fall on a tile boundary: the partial minute at each
-edge is read from raw events and filtered to the exact bounds, and everything
-between comes from the largest whole tiles that fit. A 30-day window for an
-entity then costs about 30 day tiles, 2 x 23 hour tiles, 2 x 59 minute tiles
-and two raw minute buckets, however busy the entity is. A state keeps only the
+aggregates, and the raw events are kept too, in 10-second buckets, because a
+window's edges rarely fall on a minute: the partial minute at each edge is read
+from raw events and filtered to the exact bounds, and everything between comes
+from the largest whole tiles that fit. A 30-day window for an entity then costs
+about 30 day tiles, 2 x 23 hour tiles, 2 x 59 minute tiles and the raw buckets
+of two partial minutes, however busy the entity is. A state keeps only the
 levels shorter than its longest window (``levels_for``): a view of windows up
 to a day writes no day tiles, which it could use only at midnight exactly.
+
+Stats that add (counts, exact sums) can also be read from the other side of an
+edge: the whole minute's tile less the raw events of the minute outside the
+window (``cover(..., invertible=True)``). A read takes whichever side has fewer
+raw buckets at the window's start (a third of a minute on average, against a
+half), and at its end the minute up to its close, whose events after ``t``
+(none, for a read at now) are subtracted: the edge minute of a busy entity is
+then read from a tile and a few seconds of events.
 
 Tiles of one level are stored in groups (``GROUP``: 10 minutes, 6 hours, 8
 days), small enough that a store can rewrite a group whole when a batch adds
@@ -25,18 +33,14 @@ from datetime import datetime, timedelta
 
 __all__ = ["LEVELS", "RAW_BUCKET", "GROUP", "Cover", "cover", "levels_for", "to_us", "window_bounds"]
 
-MINUTE = 60_000_000
+SECOND = 1_000_000
+MINUTE = 60 * SECOND
 HOUR = 60 * MINUTE
 DAY = 24 * HOUR
 LEVELS: tuple[int, ...] = (MINUTE, HOUR, DAY)  # tile sizes, each divides the next
-RAW_BUCKET = MINUTE  # raw events are kept per minute
-# The first tile level kept as partial aggregates; below it, a tile is read as its raw
-# bucket. 0 keeps minute tiles: busy entities (hundreds of events a minute) then read
-# only the two edge minutes raw, at the price of a third cell per event on write.
-FIRST_STORED_LEVEL = 0
+RAW_BUCKET = 10 * SECOND  # raw events are kept per 10 seconds (it divides a minute)
 # tiles of one level are stored together in groups of this span (a Redis hash, a key range)
 GROUP: tuple[int, ...] = (10 * MINUTE, 6 * HOUR, 8 * DAY)
-RAW_GROUP = MINUTE
 
 
 def to_us(t: datetime | int) -> int:
@@ -54,15 +58,18 @@ def window_bounds(t: datetime | int, window: timedelta) -> tuple[int, int]:
 
 @dataclass
 class Cover:
-    """What to read for ``[start, end)``: whole tiles by level, and raw buckets with
-    the exact sub-range ``[lo, hi)`` to keep of each."""
+    """What to read for ``[start, end)``: whole tiles by level over ``aligned``, the raw
+    pieces ``(bucket, lo, hi)`` of the window outside them (``raw``: added) and, when
+    read from the other side of an edge, of the tiles outside the window (``less``:
+    subtracted)."""
 
     start: int
     end: int
     tiles: Sequence[tuple[int, int]] = ()  # (level index, tile index)
     raw: list[tuple[int, int, int]] = field(default_factory=list)  # (bucket index, lo, hi)
-    aligned: tuple[int, int] = (0, 0)  # the raw-bucket-aligned part [a, b) that the tiles cover
+    aligned: tuple[int, int] = (0, 0)  # the minute-aligned part [a, b) that the tiles cover
     top: int = len(LEVELS)  # the tile levels used: LEVELS[:top]
+    less: list[tuple[int, int, int]] = field(default_factory=list)  # (bucket index, lo, hi)
 
     def runs(self) -> tuple[tuple[int, int, int], ...]:
         """The tiles as (level, first, last) runs of consecutive indices."""
@@ -80,22 +87,31 @@ def levels_for(longest_window_us: int) -> int:
     return sum(1 for size in LEVELS if size < longest_window_us)
 
 
-def cover(start: int, end: int, top: int = len(LEVELS)) -> Cover:
-    """Decompose ``[start, end)`` into raw edge buckets and the largest whole tiles
-    of the levels ``LEVELS[:top]`` (none: raw events only)."""
+def pieces(lo: int, hi: int) -> list[tuple[int, int, int]]:
+    """``[lo, hi)`` split at the raw buckets: ``(bucket, lo, hi)`` each."""
+    return [(b, max(lo, b * RAW_BUCKET), min(hi, (b + 1) * RAW_BUCKET))
+            for b in range(lo // RAW_BUCKET, (hi - 1) // RAW_BUCKET + 1)] if hi > lo else []
+
+
+def cover(start: int, end: int, top: int = len(LEVELS), invertible: bool = False) -> Cover:
+    """Decompose ``[start, end)`` into raw edge pieces and the largest whole tiles of the
+    levels ``LEVELS[:top]`` (none: raw events only). ``invertible`` (stats that add):
+    an edge may be read as its whole minute less the raw events outside the window."""
     out = Cover(start, end, top=top)
     if end <= start:
         return out
-    a, b = _ceil(start, RAW_BUCKET), (end // RAW_BUCKET) * RAW_BUCKET
-    if a >= b or top == 0:  # within one or two raw buckets, or no tiles kept
-        for bucket in range(start // RAW_BUCKET, (end - 1) // RAW_BUCKET + 1):
-            lo, hi = max(start, bucket * RAW_BUCKET), min(end, (bucket + 1) * RAW_BUCKET)
-            out.raw.append((bucket, lo, hi))
+    m = LEVELS[0]
+    a, b = _ceil(start, m), (end // m) * m
+    if a >= b or top == 0:  # within a minute or two, or no tiles kept
+        out.raw = pieces(start, end)
         return out
-    if start < a:
-        out.raw.append((start // RAW_BUCKET, start, a))
-    if b < end:
-        out.raw.append((end // RAW_BUCKET, b, end))
+    if invertible:
+        down = (start // m) * m  # the start's minute read whole, less [down, start)
+        if len(pieces(down, start)) < len(pieces(start, a)):
+            a = down
+        b = _ceil(end, m)  # the end's minute read whole, less [end, b): events after t, none at now
+    out.raw = pieces(start, a) + pieces(b, end)
+    out.less = pieces(a, start) + pieces(end, b)
     out.tiles = tiles_between(a, b, top)
     out.aligned = (a, b)
     return out

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 __all__ = ["RedisAggregateState"]
 
 _NUMERIC_RAW = f"a{RAW_FORMAT}"  # the key tag of numeric raw records (fixed-size, appended)
+_TEXT_RAW = f"r{RAW_FORMAT}"  # the key tag of other raw events (one list element each)
 
 
 class RedisAggregateState:
@@ -226,7 +227,7 @@ return 1
         import pyarrow.compute as pc
 
         runs = w.raw_runs()
-        tag = _NUMERIC_RAW if lay.numeric else "r"
+        tag = _NUMERIC_RAW if lay.numeric else _TEXT_RAW
         cols["rk"] += pc.binary_join_element_wise(p + "{", runs.heads.column("entity"), "}:" + tag + ":",
                                                   pc.cast(runs.heads.column("bucket"), pa.string()), "").to_pylist()
         cols["re"] += (lay.raw_expires_at(runs.heads.column("bucket").to_numpy()) // 1000).tolist()
@@ -257,7 +258,9 @@ return 1
         p = self._agg_prefix(view.name)
         prog = lay.packed.program(features, at_us, _NUMERIC_RAW)
         if prog is not None:
-            return self._read_packed(lay.packed, prog, at_us, ents, p)
+            rows = self._read_packed(lay.packed, prog, at_us, ents, p)
+            if rows is not None:
+                return rows
         plan = lay.plan(features, at_us)
         return table_rows(self._read_cells(lay, plan, ents, p), [a.name for a in plan.aggregations])
 
@@ -296,7 +299,7 @@ return 1
                 if lay.numeric:
                     pipe.execute_command("GET", f"{p}{{{e}}}:{_NUMERIC_RAW}:{b}")
                 else:
-                    pipe.execute_command("LRANGE", f"{p}{{{e}}}:r:{b}", 0, -1)
+                    pipe.execute_command("LRANGE", f"{p}{{{e}}}:{_TEXT_RAW}:{b}", 0, -1)
         try:
             res = pipe.execute()
         except redis.ConnectionError as err:
@@ -342,9 +345,10 @@ return 1
             cells.extend((r, *c) for r in rows for c in found)
         return lay.fold(plan, len(ents), cells, raw)
 
-    def _read_packed(self, pk: Any, prog: Any, at_us: int, ents: list[str], p: str) -> list[tuple[Any, ...]]:
+    def _read_packed(self, pk: Any, prog: Any, at_us: int, ents: list[str], p: str) -> list[tuple[Any, ...]] | None:
         """Additive aggregates (count, sum, mean, stddev): per entity one MGET of its packed
-        tile groups and raw edge buckets (every key in the entity's hash slot), folded in numpy."""
+        tile groups and raw edge buckets (every key in the entity's hash slot), folded in numpy;
+        None where a value out of range was read (``PackedReader.fold``)."""
         uniq = list(dict.fromkeys(ents))
         try:
             if len(uniq) == 1:  # a request's one entity: the kept read connection of ``_mget``
@@ -357,7 +361,9 @@ return 1
         except redis.ConnectionError as e:
             raise TransientError(f"online store {self.url}: {e}; retry when Redis is reachable") from e
         by_entity = {e: pk.fold(prog, at_us, got) for e, got in zip(uniq, res)}
-        return [by_entity[e] for e in ents]
+        if any(v is None for v in by_entity.values()):
+            return None
+        return [by_entity[e] for e in ents]  # type: ignore[misc]
 
     def delete_aggregates(self, view_name: str) -> None:
         """Drop a view's aggregation state (before a rebuild)."""

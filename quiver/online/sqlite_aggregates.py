@@ -176,21 +176,27 @@ class SQLiteAggregateState:
                             at_us: int) -> list[tuple[Any, ...]]:
         """``read_aggregates`` for key tuples: one tuple of feature values per key, at
         ``at_us`` (epoch microseconds)."""
-        self._check_current(self._agg_con(), view.name)
+        con = self._agg_con()
+        self._check_current(con, view.name)
         lay = layout(view)
         ents = entity_strings(view, keys)
         uniq = list(dict.fromkeys(ents))
-        prog = lay.packed.program(features, at_us, "raw")
-        if prog is not None:  # count, sum, mean, stddev: packed groups and raw edges, folded in numpy
-            groups = prog.suffixes[: prog.groups]
-            blobs, raw = self._fetch(view.name, uniq, groups, prog.buckets)
-            by_entity = {}
-            for e in uniq:
-                got = blobs.get(e, {})
-                by_entity[e] = lay.packed.fold(prog, at_us, [got.get(k) for k in groups] + [b"".join(raw.get(e, ()))])
-            return [by_entity[e] for e in ents]
-        plan = lay.plan(features, at_us)
-        return table_rows(self._fold_cells(lay, plan, ents, uniq), [a.name for a in plan.aggregations])
+        con.execute("BEGIN")  # one snapshot: the tiles and the raw events of the same writes
+        try:
+            prog = lay.packed.program(features, at_us, "raw")
+            if prog is not None:  # count, sum, mean, stddev: packed groups and raw edges, folded in numpy
+                groups = prog.suffixes[: prog.groups]
+                blobs, raw = self._fetch(view.name, uniq, groups, prog.buckets)
+                by_entity = {}
+                for e in uniq:
+                    got = [blobs.get(e, {}).get(k) for k in groups] + [b"".join(raw.get(e, ()))]
+                    by_entity[e] = lay.packed.fold(prog, at_us, got)
+                if all(v is not None for v in by_entity.values()):  # else a value out of range: cell by cell
+                    return [by_entity[e] for e in ents]  # type: ignore[misc]
+            plan = lay.plan(features, at_us)
+            return table_rows(self._fold_cells(lay, plan, ents, uniq), [a.name for a in plan.aggregations])
+        finally:
+            con.execute("COMMIT")
 
     def _fetch(self, view: str, ents: list[str], groups: Sequence[str],
                buckets: Sequence[int]) -> tuple[dict[str, dict[str, bytes]], dict[str, list[bytes]]]:

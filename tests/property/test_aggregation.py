@@ -160,21 +160,32 @@ def test_expired_state_changes_no_result(events: list[Any], lag: int) -> None:
     assert mem.read(["0", "1", "2"], t).to_pylist() == before
 
 
-@given(start=st.integers(T0 - 40 * W.DAY, T0), length=st.integers(0, 40 * W.DAY))
-def test_cover_partitions_the_window(start: int, length: int) -> None:
+@given(start=st.integers(T0 - 40 * W.DAY, T0), length=st.integers(0, 40 * W.DAY), invertible=st.booleans(),
+       snap=st.sampled_from([None, W.RAW_BUCKET, W.LEVELS[0]]))
+def test_cover_partitions_the_window(start: int, length: int, invertible: bool, snap: int | None) -> None:
+    """Tiles plus ``raw`` less ``less`` pieces count every instant of ``[start, end)`` once
+    and nothing else; every piece lies in its raw bucket; the read cost is bounded."""
+    if snap:
+        start -= start % snap  # edges on bucket and minute boundaries too
     end = start + length
-    c = W.cover(start, end)
-    pieces = [(tl * W.LEVELS[lv], (tl + 1) * W.LEVELS[lv]) for lv, tl in c.tiles] + [(lo, hi) for _, lo, hi in c.raw]
-    pieces.sort()
-    assert sum(hi - lo for lo, hi in pieces) == length
-    for (a, b), (c2, _) in zip(pieces, pieces[1:]):
-        assert b <= c2
-    if pieces:
-        assert pieces[0][0] == start and pieces[-1][1] == end
-    for b, lo, hi in c.raw:
+    c = W.cover(start, end, invertible=invertible)
+    signed = ([(tl * W.LEVELS[lv], (tl + 1) * W.LEVELS[lv], 1) for lv, tl in c.tiles]
+              + [(lo, hi, 1) for _, lo, hi in c.raw] + [(lo, hi, -1) for _, lo, hi in c.less])
+    cuts = sorted({x for lo, hi, _ in signed for x in (lo, hi)} | {start, end})
+    for lo, hi in zip(cuts, cuts[1:]):  # on each elementary segment: the sum of the signs covering it
+        weight = sum(sg for a, b, sg in signed if a <= lo and hi <= b)
+        assert weight == (1 if start <= lo and hi <= end else 0), (lo, hi, weight)
+    for b, lo, hi in c.raw + c.less:
         assert b * W.RAW_BUCKET <= lo < hi <= (b + 1) * W.RAW_BUCKET
+    if not invertible:
+        assert not c.less
     # bounded read cost, however long the window
-    assert len(c.tiles) <= 2 * 59 + 2 * 23 + length // W.DAY + 1 and len(c.raw) <= 2
+    per_minute = W.LEVELS[0] // W.RAW_BUCKET
+    assert len(c.tiles) <= 2 * 59 + 2 * 23 + length // W.DAY + 1
+    assert len(c.raw) + len(c.less) <= 2 * per_minute + 1
+    if invertible and c.tiles:  # the start's minute: at most half of it raw, whichever half is shorter
+        first = start // W.LEVELS[0] * W.LEVELS[0]
+        assert len([p for p in c.raw + c.less if first <= p[1] < first + W.LEVELS[0]]) <= per_minute // 2
 
 
 @settings(max_examples=30, deadline=None)
