@@ -42,6 +42,7 @@ _BATCH = 50_000
 _MAX_KEYS = 500  # keys per IN (...) query
 _MMAP = 1 << 30  # bytes of the file read through mmap (an upper bound; the file may be smaller)
 _CACHE_KIB = 64 * 1024  # page cache per connection
+_CHECKPOINT_PAGES = 20_000
 
 
 # -- shared by the online stores ---------------------------------------------------
@@ -224,6 +225,9 @@ class SQLiteOnlineStore(SQLiteAggregateState):
             # reads through the memory map, not a read() per page; big writes keep their pages cached
             con.execute(f"PRAGMA mmap_size={_MMAP}")
             con.execute(f"PRAGMA cache_size=-{_CACHE_KIB}")
+            # checkpoint the WAL every ~80 MB, not 4 MB: a page rewritten by many batches is copied
+            # into the database once (stream state: a 2M-event ingest spent 40% of it in checkpoints)
+            con.execute(f"PRAGMA wal_autocheckpoint={_CHECKPOINT_PAGES}")
             self._local.con = con
             with self._lock:
                 self._all.append(con)
