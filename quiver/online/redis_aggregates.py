@@ -363,7 +363,7 @@ return 1
         by_entity = {e: pk.fold(prog, at_us, got) for e, got in zip(uniq, res)}
         if any(v is None for v in by_entity.values()):
             return None
-        return [by_entity[e] for e in ents]  # type: ignore[misc]
+        return [by_entity[e] for e in ents]
 
     def delete_aggregates(self, view_name: str) -> None:
         """Drop a view's aggregation state (before a rebuild)."""
