@@ -146,7 +146,7 @@ class StateWrite:
 
     @staticmethod
     def cells_of(t: pa.Table) -> list[tuple[Any, ...]]:
-        """``cells`` of some rows of ``table``."""
+        """``cells`` of ``t``: some rows of a ``table``."""
         if t.num_rows == 0:
             return []
         cols = [t.column(c).to_pylist() for c in ("entity", "level", "tile", "stat", "op", "ts", "val", "sval")]
@@ -158,19 +158,19 @@ class StateWrite:
         return list(zip(*(t.column(c).to_pylist() for c in ("entity", "bucket", "payload"))))
 
     def raw_runs(self) -> RawRuns:
-        """The raw events sorted by (entity, bucket), as runs of one (entity, bucket) each:
-        what a store keeps as one value (numeric records, appended)."""
+        """The raw events (at least one) sorted by (entity, bucket), as runs of one (entity,
+        bucket) each: what a store keeps as one value (numeric records, appended)."""
         raw = self.raw_table.sort_by([("entity", "ascending"), ("bucket", "ascending")])
         n = raw.num_rows
         buckets = raw.column("bucket").to_numpy()
-        starts = np.zeros(min(n, 1), dtype="int64")
+        starts = np.zeros(1, dtype="int64")
         if n > 1:
             e_arr = raw.column("entity").combine_chunks()
             changed = pc.not_equal(e_arr.slice(1), e_arr.slice(0, n - 1)).to_numpy(zero_copy_only=False)
             starts = np.concatenate([starts, np.flatnonzero(changed | (buckets[1:] != buckets[:-1])) + 1])
         payload = raw.column("payload").combine_chunks()
         offs = np.frombuffer(payload.buffers()[1], dtype="int32")[payload.offset: payload.offset + n + 1].astype("int64")
-        data = payload.buffers()[2].to_pybytes()[int(offs[0]): int(offs[-1])] if n else b""
+        data = payload.buffers()[2].to_pybytes()[int(offs[0]): int(offs[-1])]
         offs -= offs[0]
         return RawRuns(raw.take(pa.array(starts)), np.diff(np.append(starts, n)), offs[np.append(starts, n)], offs, data)
 
@@ -296,6 +296,7 @@ class StateLayout:
         return self.group_expires_at(level, W.group_of(level, tile))
 
     def group_expires_at(self, level: int, group: int) -> int:
+        """When a storage group can go: its end plus the longest window."""
         return W.group_end(level, group) + self.max_window_us
 
     def raw_expires_at(self, bucket: Any) -> Any:

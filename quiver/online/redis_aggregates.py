@@ -5,7 +5,7 @@ The additive stats (counts, the
 limbs of exact sums) of one (view, entity, level, group) are one string of float64 slots
 (quiver.aggregation.packed) that a read fetches whole; min, max, last live in a hash
 per group and distinct sets in a set per group; raw edge events in one string per
-minute bucket (or a list, for text values). Every key carries its entity in a hash
+10-second bucket (or a list, for text values). Every key carries its entity in a hash
 tag and expires once the longest window has passed it. One Lua script merges a batch
 and records the stream offsets it covers, atomically, so a killed worker neither
 loses nor double-counts; a read of additive features is one MGET per entity.
@@ -221,7 +221,7 @@ return 1
 
     @staticmethod
     def _raw_args(p: str, lay: Any, w: Any, out: list[bytes], cols: dict[str, list[Any]]) -> None:
-        """Raw events: fixed-size records APPENDed per (entity, minute) for numeric views
+        """Raw events: fixed-size records APPENDed per (entity, raw bucket) for numeric views
         (read back in one GET), else one list element per event."""
         import numpy as np
         import pyarrow.compute as pc

@@ -5,7 +5,7 @@ The additive stats (counts, the limbs of exact sums) of one (view, entity, level
 group) are one BLOB of float64 slots (quiver.aggregation.packed), merged by adding
 the batch's group BLOB slot by slot; min, max, last and distinct members are rows
 of their own (one per tile and stat, merged by an UPSERT of the cell's op); raw edge
-events are rows of packed records per minute bucket. A batch and the stream offsets
+events are rows of packed records per 10-second bucket. A batch and the stream offsets
 it covers commit in one transaction, so a killed worker neither loses nor
 double-counts; rows past their expiry time are deleted as writes go by. A read of
 additive features is two primary-key queries and the packed fold, in process.
