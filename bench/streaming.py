@@ -18,8 +18,9 @@ the online state of ``user_tx`` (count and sum over 10m, 1h, 1d):
   model server's): the store's ``read_aggregate_rows`` and
   ``store.get_online_features``, p50/p99 and client CPU per read, beside the
   floor of one raw Redis GET; three times: as the scheduler places the reader
-  and redis-server, on separate cores, and on one core together; and from the
-  SQLite store, in process, beside one SQLite primary-key read.
+  and redis-server, on separate cores, and on one core together; the three
+  again with the reader polling for its reply (``online.busy_poll_us``); and
+  from the SQLite store, in process, beside one SQLite primary-key read.
 
 Run by hand, never in CI::
 
@@ -216,6 +217,7 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=10_000, help="events/s of the steady producer")
     ap.add_argument("--seconds", type=int, default=20, help="length of the steady phase")
     ap.add_argument("--reads", type=int, default=5000)
+    ap.add_argument("--busy-poll-us", type=int, default=300, help="online.busy_poll_us of the second Redis read pass")
     ap.add_argument("--read-bench", nargs=3, metavar=("REPO", "USER", "FLOOR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.read_bench:  # the read phase, in a process of its own
@@ -325,20 +327,24 @@ def main() -> None:
         print("the embedded store (SQLite), in process:")
         subprocess.run([sys.executable, __file__, "--read-bench", str(repo_lite), str(heavy), "sqlite",
                         "--reads", str(args.reads)], check=True)
-        print("Redis:")
         cmd = [sys.executable, __file__, "--read-bench", str(repo), str(heavy), redis_url, "--reads", str(args.reads)]
-        subprocess.run(cmd, check=True)
         cpus = sorted(os.sched_getaffinity(0))
-        if len(cpus) >= 2:
-            # again with the reader and Redis each on a core of its own, then on one core together:
-            # where a wake-up of the other core costs (an idle vCPU that halts at once), one core
-            # shows the read without it
-            rpid = int((tmp / "redis.pid").read_text())
-            for label, reader, server in (("the reader and redis-server on separate cores", cpus[0], cpus[1]),
-                                          ("the reader and redis-server on one core", cpus[1], cpus[1])):
-                os.sched_setaffinity(rpid, {server})
-                print(f"the same, with {label}:")
-                subprocess.run(cmd, check=True, preexec_fn=lambda c=reader: os.sched_setaffinity(0, {c}))
+        rpid = int((tmp / "redis.pid").read_text())
+        yaml = (repo / "quiver.yaml").read_text()
+        for poll in (0, args.busy_poll_us):
+            # Redis as the scheduler places the reader and redis-server, then on separate cores and
+            # on one core together: where a wake-up of the other core costs (an idle vCPU that halts
+            # at once), one core shows the read without it; then all again with the reader polling
+            # for its reply (online.busy_poll_us), which keeps its core awake
+            (repo / "quiver.yaml").write_text(yaml.replace("type: redis,", f"type: redis, busy_poll_us: {poll},"))
+            how = f"polling {poll} us for the reply" if poll else "blocking for the reply"
+            places = [("placed by the scheduler", cpus, cpus)]
+            if len(cpus) >= 2:
+                places += [("on separate cores", [cpus[0]], [cpus[1]]), ("on one core", [cpus[1]], [cpus[1]])]
+            for label, reader, server in places:
+                os.sched_setaffinity(rpid, set(server))
+                print(f"Redis, {how}, the reader and redis-server {label}:")
+                subprocess.run(cmd, check=True, preexec_fn=lambda c=reader: os.sched_setaffinity(0, set(c)))
     finally:
         broker.stop()
         pid = (tmp / "redis.pid").read_text().strip() if (tmp / "redis.pid").exists() else ""

@@ -29,7 +29,9 @@ from __future__ import annotations
 import hashlib
 import operator
 import os
+import select
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -142,6 +144,7 @@ class RedisOnlineStore(RedisAggregateState):
                 "url": "redis://host:port/db",
                 "key_prefix": "prefix of every key (default: the project name)",
                 "batch_size": "keys per write script call",
+                "busy_poll_us": "microseconds a one-entity read polls for its reply before it blocks (default 0)",
             },
         )
         url = section.get("url", "redis://127.0.0.1:6379/0")
@@ -153,9 +156,14 @@ class RedisOnlineStore(RedisAggregateState):
         batch = section.get("batch_size", _BATCH)
         if not isinstance(batch, int) or batch < 1:
             raise ConfigError(f"quiver.yaml: online.batch_size must be a positive integer, got {batch!r}")
+        poll = section.get("busy_poll_us", 0)
+        if not isinstance(poll, int) or isinstance(poll, bool) or not 0 <= poll <= 100_000:
+            raise ConfigError(f"quiver.yaml: online.busy_poll_us must be microseconds from 0 to 100000 "
+                              f"(try 300 where readers and Redis run on different cores), got {poll!r}")
         self.url = url
         self.prefix = prefix
         self.batch_size = batch
+        self.busy_poll = poll / 1e6
         self._client = redis.Redis.from_url(url)
         self._cas: Any = None
         self._layouts: dict[str, list[str]] = {}
@@ -315,6 +323,8 @@ class RedisOnlineStore(RedisAggregateState):
         for attempt in (0, 1):
             try:
                 conn.send_packed_command(conn.pack_command("MGET", *keys), check_health=False)
+                if self.busy_poll:
+                    self._poll_reply(local, conn._sock)
                 return conn.read_response()  # type: ignore[no-any-return]
             except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
                 conn.disconnect()  # the next attempt (or call) connects again
@@ -324,6 +334,22 @@ class RedisOnlineStore(RedisAggregateState):
                 conn.disconnect()  # interrupted between send and reply: never read a stale reply later
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    def _poll_reply(self, local: threading.local, sock: Any) -> None:
+        """Wait for a reply by polling the socket, up to ``busy_poll_us``, yielding the core
+        at each turn (a Redis on the same core runs), before ``read_response`` blocks.
+
+        Where the reader and Redis sit on different cores, a blocked reader's core goes
+        idle, and on a VM whose idle vCPU halts at once the reply must wake it: about
+        0.1 ms more per read, and the rest of the read on cold caches. Polling keeps the
+        core awake for the time the read would sleep anyway, at the price of that CPU."""
+        if getattr(local, "polled", None) is not sock:
+            local.poller = select.poll()
+            local.poller.register(sock, select.POLLIN)
+            local.polled = sock
+        poll, end = local.poller.poll, time.perf_counter() + self.busy_poll
+        while not poll(0) and time.perf_counter() < end:
+            os.sched_yield()
 
     def _relayout(self, row: list[Any], features: Sequence[str]) -> tuple[Any, ...]:
         """A value written under another feature list, picked by name."""

@@ -182,3 +182,24 @@ def test_one_key_in_each_of_several_views_equals_reading_them_apart(store: Any) 
     apart = [store.lookup([r])[0] for r in reads]
     assert together == apart == [[(when, False, [1], store_ts(T0))], [None], [(3, store_ts(T0))],
                                  [("z", 0.5, store_ts(T0))]]
+
+
+def test_redis_busy_poll_reads_what_a_blocking_read_reads(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """``busy_poll_us`` changes how a read waits for its reply, never what it reads; a bad
+    value is a config error that says what to write."""
+    for bad in (-1, 1.5, "300", True, 200_000):
+        with pytest.raises(ConfigError, match="online.busy_poll_us must be microseconds"):
+            make_store("redis", tmp_path, request, busy_poll_us=bad)
+    plain = make_store("redis", tmp_path, request)
+    polled = make_store("redis", tmp_path, request, busy_poll_us=300)
+    plain.write(VIEW, rows(VIEW, [{"user_id": 1, "x": 1.5, "s": "a", "ev": T0}]))
+    for _ in range(3):  # the same connection and poller again
+        for key in (1, 9):
+            want = plain.lookup([(VIEW, [(key,)], ["s", "x"])])
+            assert polled.lookup([(VIEW, [(key,)], ["s", "x"])]) == want
+    assert polled._reader.polled is polled._reader.conn._sock  # the reads did poll
+    polled._reader.conn.disconnect()  # a new socket is registered anew
+    assert polled.lookup([(VIEW, [(1,)], ["x"])])[0][0][0] == 1.5
+    assert polled._reader.polled is polled._reader.conn._sock
+    plain.close()
+    polled.close()
