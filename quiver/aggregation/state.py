@@ -293,11 +293,11 @@ class StateLayout:
 
     def tile_expires_at(self, level: int, tile: int) -> int:
         """When a tile (and its storage group) can go: its group's end plus the longest window."""
-        return self.group_expires_at(level, W.group_of(level, tile))
+        return W.group_end(level, W.group_of(level, tile)) + self.max_window_us
 
-    def group_expires_at(self, level: int, group: int) -> int:
-        """When a storage group can go: its end plus the longest window."""
-        return W.group_end(level, group) + self.max_window_us
+    def group_expires_at(self, level: np.ndarray, group: np.ndarray) -> np.ndarray:
+        """``tile_expires_at`` of storage groups, as arrays of levels and group indices."""
+        return (group + 1) * np.asarray(W.GROUP)[level] + self.max_window_us
 
     def raw_expires_at(self, bucket: Any) -> Any:
         """When a raw bucket can go (``bucket``: one index or an array of them): a minute

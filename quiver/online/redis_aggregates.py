@@ -139,7 +139,6 @@ return 1
         import pyarrow.compute as pc
 
         from quiver.aggregation.packed import slots
-        from quiver.aggregation.windows import GROUP
 
         cols: dict[str, list[Any]] = {c: [] for c in ("k", "f", "o", "t", "v", "ek", "em", "ok", "ov", "pk", "pe", "pc",
                                                       "rk", "re", "rn", "rl")}
@@ -155,7 +154,7 @@ return 1
                     lv_s = pc.cast(pa.array(sl.level), pa.string())
                     cols["pk"] += pc.binary_join_element_wise(p + "{", sl.entity, "}:p", lv_s, ":",
                                                               pc.cast(pa.array(sl.group), pa.string()), "").to_pylist()
-                    cols["pe"] += (((sl.group + 1) * np.asarray(GROUP)[sl.level] + lay.max_window_us) // 1000).tolist()
+                    cols["pe"] += (lay.group_expires_at(sl.level, sl.group) // 1000).tolist()
                     cols["pc"] += sl.count.tolist()
                     rec = np.empty(len(sl.slot), dtype=[("slot", "<i4"), ("value", "<f8")])
                     rec["slot"], rec["value"] = sl.slot, sl.value
@@ -176,7 +175,7 @@ return 1
                 cols["v"] += pc.fill_null(val, "").to_pylist()
                 level = t.column("level").to_numpy()
                 group = t.column("group").to_numpy()
-                ends = (group + 1) * np.asarray(GROUP)[level] + lay.max_window_us
+                ends = lay.group_expires_at(level, group)
                 exp = pa.table({"k": key, "e": pa.array(ends // 1000)}).group_by("k").aggregate([("e", "max")])
                 cols["ek"] += exp.column("k").to_pylist()
                 cols["em"] += pc.cast(exp.column("e_max"), pa.string()).to_pylist()

@@ -25,8 +25,8 @@ import pyarrow.compute as pc
 
 from quiver import types
 from quiver.config import RepoConfig
-from quiver.errors import ConfigError, InputError, TransientError, closest
-from quiver.online.sqlite_aggregates import SQLiteAggregateState
+from quiver.errors import ConfigError, InputError, closest
+from quiver.online.sqlite_aggregates import SQLiteAggregateState, write_transaction
 from quiver.protocols import CREATED_TS, EVENT_TS, Capabilities
 from quiver.timeutil import TIMESTAMP
 
@@ -285,15 +285,8 @@ class SQLiteOnlineStore(SQLiteAggregateState):
         rows = list(zip(*(cols[n] for n in names), strict=True))
         try:
             for i in range(0, len(rows), _BATCH):
-                con.execute("BEGIN IMMEDIATE")
-                try:
+                with write_transaction(con, self.path, "the materialization"):
                     con.executemany(sql, rows[i : i + _BATCH])
-                    con.execute("COMMIT")
-                except BaseException:
-                    con.execute("ROLLBACK")
-                    raise
-        except sqlite3.OperationalError as e:
-            raise TransientError(f"online store {self.path}: {e}; retry the materialization") from e
         except sqlite3.IntegrityError as e:
             raise InputError(f"writing {view.name!r} online: {e} (a join key is null?)") from e
         return len(rows)

@@ -15,7 +15,8 @@ from __future__ import annotations
 
 import sqlite3
 import threading
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -31,7 +32,7 @@ if TYPE_CHECKING:
 
     from quiver.definitions import FeatureView
 
-__all__ = ["SQLiteAggregateState"]
+__all__ = ["SQLiteAggregateState", "write_transaction"]
 
 _MAX_KEYS = 500  # entities per IN (...) query
 _RAW = f"__agg_raw{RAW_FORMAT}"  # raw events, by the layout of their records
@@ -64,6 +65,22 @@ _PACKED_UPSERT = (
 )
 
 
+@contextmanager
+def write_transaction(con: sqlite3.Connection, path: Any, retry: str) -> Iterator[None]:
+    """One write transaction, committed when the block ends and rolled back if it raises;
+    a busy or locked database is a ``TransientError`` that says to retry ``retry``."""
+    try:
+        con.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            con.execute("COMMIT")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+    except sqlite3.OperationalError as e:
+        raise TransientError(f"online store {path}: {e}; retry {retry}") from e
+
+
 def _add_slots(a: bytes, b: bytes) -> bytes:
     """Two packed groups added slot by slot (the shorter one read as zeros past its end)."""
     x, y = np.frombuffer(a, dtype="<f8"), np.frombuffer(b, dtype="<f8")
@@ -85,8 +102,7 @@ class SQLiteAggregateState:
     def _agg_con(self) -> sqlite3.Connection:
         con = self._con()
         if getattr(self._local, "stale", None) is None:
-            con.execute("BEGIN IMMEDIATE")
-            try:
+            with write_transaction(con, self.path, "the call"):
                 tables = {n for n, in con.execute("SELECT name FROM sqlite_master WHERE type = 'table'")}
                 for ddl in _DDL:
                     con.execute(ddl)
@@ -94,10 +110,6 @@ class SQLiteAggregateState:
                     # the state of an earlier quiver kept additive stats as cell rows: its views need a rebuild
                     con.execute("INSERT OR IGNORE INTO __agg_stale SELECT DISTINCT view FROM __agg_cells WHERE op = '+'")
                     con.execute("DELETE FROM __agg_cells WHERE op = '+'")
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
             con.create_function("quiver_add_slots", 2, _add_slots, deterministic=True)
             self._local.stale = {v for v, in con.execute("SELECT view FROM __agg_stale")}
         return con
@@ -116,50 +128,41 @@ class SQLiteAggregateState:
         from quiver.aggregation.packed import group_blobs, slots
 
         con = self._agg_con()
-        try:
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                for scope, off in (offsets or {}).items():
-                    held = con.execute("SELECT next_offset FROM __stream_offsets WHERE scope = ?", (scope,)).fetchone()
-                    if held is not None and held[0] >= off:
-                        con.execute("ROLLBACK")
-                        return False if wait else (lambda: False)
-                for w in writes:
-                    lay = w.layout
-                    name = w.view
-                    t = w.table
-                    if t.num_rows and lay.packed.width:
-                        sl = slots(t, lay.packed.positions)
-                        keys = [f"p{lv}:{g}" for lv, g in zip(sl.level.tolist(), sl.group.tolist())]
-                        con.executemany(_PACKED_UPSERT, zip(
-                            [name] * len(keys), sl.entity.to_pylist(), keys, group_blobs(sl, lay.packed.width),
-                            [lay.group_expires_at(lv, g) for lv, g in zip(sl.level.tolist(), sl.group.tolist())]))
-                        t = t.filter(pc.not_equal(t.column("op"), "+"))
-                    con.executemany(_CELL_UPSERT, [
-                        (name, e, lv, tl, st, v if op == "D" else "", op, ts, None if op == "D" else v,
-                         lay.tile_expires_at(lv, tl))
-                        for e, lv, tl, st, op, ts, v in w.cells_of(t)
-                    ])
-                    if lay.numeric and w.raw_table.num_rows:  # one row per (entity, bucket): its records
-                        runs = w.raw_runs()
-                        bounds = runs.run_offsets.tolist()
-                        raw = zip(runs.heads.column("entity").to_pylist(), runs.heads.column("bucket").to_pylist(),
-                                  [runs.data[a:b] for a, b in zip(bounds, bounds[1:])])
-                    else:
-                        raw = w.raw
-                    con.executemany(f"INSERT INTO {_RAW} VALUES (?,?,?,?,?)",
-                                    [(name, e, b, p, lay.raw_expires_at(b)) for e, b, p in raw])
-                if offsets:
-                    con.executemany("INSERT OR REPLACE INTO __stream_offsets VALUES (?, ?)", list(offsets.items()))
-                if now_us is not None:
-                    for table in ("__agg_cells", "__agg_packed", _RAW):
-                        con.execute(f"DELETE FROM {table} WHERE expires <= ?", (now_us,))
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
-        except sqlite3.OperationalError as e:
-            raise TransientError(f"online store {self.path}: {e}; retry the batch") from e
+        with write_transaction(con, self.path, "the batch"):
+            for scope, off in (offsets or {}).items():
+                held = con.execute("SELECT next_offset FROM __stream_offsets WHERE scope = ?", (scope,)).fetchone()
+                if held is not None and held[0] >= off:
+                    return False if wait else (lambda: False)
+            for w in writes:
+                lay = w.layout
+                name = w.view
+                t = w.table
+                if t.num_rows and lay.packed.width:
+                    sl = slots(t, lay.packed.positions)
+                    keys = [f"p{lv}:{g}" for lv, g in zip(sl.level.tolist(), sl.group.tolist())]
+                    con.executemany(_PACKED_UPSERT, zip(
+                        [name] * len(keys), sl.entity.to_pylist(), keys, group_blobs(sl, lay.packed.width),
+                        lay.group_expires_at(sl.level, sl.group).tolist()))
+                    t = t.filter(pc.not_equal(t.column("op"), "+"))
+                con.executemany(_CELL_UPSERT, [
+                    (name, e, lv, tl, st, v if op == "D" else "", op, ts, None if op == "D" else v,
+                     lay.tile_expires_at(lv, tl))
+                    for e, lv, tl, st, op, ts, v in w.cells_of(t)
+                ])
+                if lay.numeric and w.raw_table.num_rows:  # one row per (entity, bucket): its records
+                    runs = w.raw_runs()
+                    bounds = runs.run_offsets.tolist()
+                    raw = zip(runs.heads.column("entity").to_pylist(), runs.heads.column("bucket").to_pylist(),
+                              [runs.data[a:b] for a, b in zip(bounds, bounds[1:])])
+                else:
+                    raw = w.raw
+                con.executemany(f"INSERT INTO {_RAW} VALUES (?,?,?,?,?)",
+                                [(name, e, b, p, lay.raw_expires_at(b)) for e, b, p in raw])
+            if offsets:
+                con.executemany("INSERT OR REPLACE INTO __stream_offsets VALUES (?, ?)", list(offsets.items()))
+            if now_us is not None:
+                for table in ("__agg_cells", "__agg_packed", _RAW):
+                    con.execute(f"DELETE FROM {table} WHERE expires <= ?", (now_us,))
         return True if wait else (lambda: True)
 
     def read_offsets(self, prefix: str = "") -> dict[str, int]:

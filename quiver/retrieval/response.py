@@ -111,18 +111,15 @@ class OnlineResponse:
         return [NOT_FOUND if r is None else OUTSIDE_TTL if oldest is not None and r[-1] < oldest else PRESENT
                 for r in rows]
 
+    def _status_columns(self) -> dict[str, list[str]]:
+        """Per output column its statuses (the columns of one view share one list)."""
+        by_view = {view: self._view_status(view) for view in set(self._status_of.values()) if view is not None}
+        present = [PRESENT] * self._n
+        return {name: present if view is None else by_view[view] for name, view in self._status_of.items()}
+
     @property
     def statuses(self) -> dict[str, list[str]]:
-        by_view: dict[str, list[str]] = {}
-        out: dict[str, list[str]] = {}
-        for name, view in self._status_of.items():
-            if view is None:
-                out[name] = [PRESENT] * self._n
-                continue
-            if view not in by_view:
-                by_view[view] = self._view_status(view)
-            out[name] = list(by_view[view])
-        return out
+        return {name: list(col) for name, col in self._status_columns().items()}
 
     def _view_events(self) -> dict[str, list[int | None]]:
         out: dict[str, list[int | None]] = {}
@@ -140,18 +137,17 @@ class OnlineResponse:
         column, ISO-8601 event times per view): the rows of the feature server's answer,
         in one pass over the stored rows."""
         stop = self._n if stop is None else stop
-        n = stop - start
         data = self.to_dict()
+        statuses = self._status_columns()
+        present = [PRESENT] * self._n
         columns = [data[c][start:stop] for c in names]
-        by_view = {view: self._view_status(view)[start:stop] for view in self._views}
+        status_cols = [statuses.get(c, present)[start:stop] for c in names]
         times = {view: [None if us is None else iso_z(us) for us in col[start:stop]]
                  for view, col in self._view_events().items()}
-        present = [PRESENT] * n
-        status_cols = [present if (v := self._status_of.get(c)) is None else by_view[v] for c in names]
         return [
             {"values": [col[i] for col in columns], "statuses": [col[i] for col in status_cols],
              "event_timestamps": {v: t[i] for v, t in times.items()}}
-            for i in range(n)
+            for i in range(stop - start)
         ]
 
     def rendered(self, keys: Sequence[str]) -> tuple[list[str], list[dict[str, Any]], str]:
