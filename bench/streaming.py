@@ -64,6 +64,27 @@ def pct(xs: list[float], p: float) -> float:
     return xs[min(len(xs) - 1, int(p / 100 * len(xs)))]
 
 
+def steal_ms() -> float:
+    """CPU time the hypervisor took from this VM's vCPUs so far (Linux /proc/stat), in ms:
+    a read pass whose p99 jumps while this grows was slowed by the host, not the code."""
+    try:
+        with open("/proc/stat") as f:
+            fields = f.readline().split()
+        return int(fields[8]) * 1000 / os.sysconf("SC_CLK_TCK")
+    except (OSError, IndexError, ValueError):
+        return float("nan")
+
+
+def halt_poll() -> str:
+    """The guest's cpuidle halt-poll window (haltpoll driver), where there is one: 0 means
+    an idle vCPU halts at once, and a reply to it waits for the host to wake it."""
+    try:
+        with open("/sys/module/haltpoll/parameters/guest_halt_poll_ns") as f:
+            return f"guest_halt_poll_ns {f.read().strip()}"
+    except OSError:
+        return "no haltpoll cpuidle driver"
+
+
 def start_redis(d: Path) -> tuple[int, str]:
     import socket
 
@@ -172,13 +193,14 @@ def read_bench(repo: str, heavy: int, floor: str, reads: int) -> None:
     print(f"reads, heavy user {heavy} ({row['amount_count_1d'][0]:,} events in 1d), 6 features, {reads:,} each:")
     for name, fn in runs.items():
         lat = []
-        cpu0 = time.process_time()
+        cpu0, steal0 = time.process_time(), steal_ms()
         for _ in range(reads):
             t = time.perf_counter()
             fn()
             lat.append((time.perf_counter() - t) * 1e3)
         cpu = (time.process_time() - cpu0) / reads * 1e3
-        print(f"  {name:<22} p50 {statistics.median(lat):.3f} ms  p99 {pct(lat, 99):.3f} ms  client CPU {cpu:.3f} ms")
+        print(f"  {name:<22} p50 {statistics.median(lat):.3f} ms  p99 {pct(lat, 99):.3f} ms  client CPU {cpu:.3f} ms"
+              f"  (steal {steal_ms() - steal0:.0f} ms)")
     store.close()
 
 
@@ -324,6 +346,7 @@ def main() -> None:
         store.close()
         os.sync()  # the earlier phases' files (Parquet, the broker's log) written back before reads are timed
         time.sleep(2)
+        print(f"reads ({halt_poll()}; steal: CPU time the host took from this VM during a pass)")
         print("the embedded store (SQLite), in process:")
         subprocess.run([sys.executable, __file__, "--read-bench", str(repo_lite), str(heavy), "sqlite",
                         "--reads", str(args.reads)], check=True)

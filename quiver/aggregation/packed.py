@@ -81,14 +81,17 @@ def slots(cells: pa.Table, positions: dict[int, int]) -> Slots:
 
 
 def group_blobs(sl: Slots, width: int) -> list[bytes]:
-    """Each key's deltas as its whole group string (zero where the batch adds nothing),
-    for stores that merge a group by adding two equal-length strings slot by slot."""
+    """Each key's deltas as its group string up to the last tile the batch adds to (zero
+    where it adds nothing), for stores that merge a group by adding two strings slot by
+    slot, the shorter read as zeros past its end. Not padding to the whole group keeps
+    stored groups short while their later tiles are empty (SQLite rewrites fewer pages)."""
     per = np.asarray([g // s * width for g, s in zip(W.GROUP, W.LEVELS)], dtype="int64")[sl.level]
     if not len(per):
         return []
     dense = np.zeros((len(per), int(per.max())))
     dense[np.repeat(np.arange(len(per)), sl.count), sl.slot] = sl.value
-    return [dense[i, :n].tobytes() for i, n in enumerate(per.tolist())]
+    last = sl.slot[np.cumsum(sl.count) - 1] // width + 1  # per key: its tiles up to the last one written
+    return [dense[i, :n].tobytes() for i, n in enumerate((last * width).tolist())]
 
 
 class Program(NamedTuple):

@@ -240,3 +240,32 @@ def test_sqlite_state_of_an_earlier_layout_is_refused_until_rebuilt(tmp_path: Pa
     assert store.read_aggregates(view, keys, ["amount_count_10m"], datetime.now(UTC)).to_pylist() == [
         {"amount_count_10m": 0}]
     store.close()
+
+
+def test_sqlite_groups_are_stored_up_to_their_last_tile(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """A packed group is kept only as long as its last tile written, and merges of
+    shorter and longer strings (a late event in an earlier tile) still add slot by slot."""
+    store = open_store("sqlite", tmp_path, request)
+    view = FeatureView(name="v", entities=[USER], source=PushSource("s"), aggregations=ADDITIVE)
+    lay = StateLayout(view)
+    group_start = (int(time.time()) // 600 - 2) * 600  # a 10-minute group of minute tiles, 20-30 minutes ago
+    evs = []
+
+    def write(*offsets: int) -> list[int]:
+        new = [{"user_id": 1, "amount": 2.5 + len(evs) + i,
+                "event_timestamp": datetime.fromtimestamp(group_start + s, UTC)} for i, s in enumerate(offsets)]
+        evs.extend(new)
+        table = pa.table({"user_id": [1] * len(new), "amount": [e["amount"] for e in new],
+                          "event_timestamp": pa.array([e["event_timestamp"] for e in new], pa.timestamp("us", tz="UTC"))})
+        store.write_aggregates([lay.write(table)])
+        con = store._con()
+        return [n for n, in con.execute("SELECT length(data) FROM __agg_packed WHERE key LIKE 'p0:%' ORDER BY key")]
+
+    (one,) = write(10)  # tile 0
+    assert write(301, 302) == [6 * one]  # tile 5: the string grows to six tiles
+    assert write(15) == [6 * one]  # late, tile 0 again: added into the longer string
+    at = datetime.fromtimestamp(group_start + 599, UTC)
+    refs = [(a.column, a.function, a.window, a.name) for a in ADDITIVE]
+    got = store.read_aggregates(view, pa.table({"user_id": [1]}), None, at).to_pylist()
+    assert got == window_aggregate([{"user_id": 1, "event_timestamp": at}], evs, ["user_id"], refs)
+    store.close()
