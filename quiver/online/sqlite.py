@@ -234,6 +234,9 @@ class SQLiteOnlineStore(SQLiteAggregateState):
         return con
 
     def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.shutdown()  # a write in flight finishes before its connection closes
         with self._lock:
             for con in self._all:
                 con.close()

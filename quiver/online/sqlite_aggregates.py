@@ -16,6 +16,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -93,10 +94,12 @@ def _add_slots(a: bytes, b: bytes) -> bytes:
 
 class SQLiteAggregateState:
     """Aggregation state methods of ``SQLiteOnlineStore`` (which provides ``_con``, its
-    per-thread ``_local`` and the database ``path``)."""
+    per-thread ``_local``, ``_lock`` and the database ``path``)."""
 
     _con: Callable[[], sqlite3.Connection]
     _local: threading.local
+    _lock: threading.Lock
+    _writer: ThreadPoolExecutor | None = None  # the thread of ``write_aggregates(wait=False)``
     path: Path
 
     def _agg_con(self) -> sqlite3.Connection:
@@ -123,8 +126,19 @@ class SQLiteAggregateState:
     def write_aggregates(self, writes: Sequence[Any], offsets: dict[str, int] | None = None,
                          now_us: int | None = None, *, wait: bool = True) -> Any:
         """Merge ``StateWrite``s and record ``offsets`` (scope -> next offset) atomically;
-        a batch whose offsets are already held is skipped (returns False). Synchronous:
-        with ``wait=False`` it returns a function giving the same answer."""
+        a batch whose offsets are already held is skipped (returns False). With
+        ``wait=False`` the write runs on the store's writer thread and a function that
+        waits for its answer (or raises its error) is returned: SQLite leaves the GIL
+        while it updates pages and commits, so a stream worker parses its next batch
+        meanwhile, as it does while Redis applies a batch."""
+        if wait:
+            return self._write_aggregates(writes, offsets, now_us)
+        with self._lock:
+            if self._writer is None:
+                self._writer = ThreadPoolExecutor(1, thread_name_prefix="quiver-sqlite-writer")
+        return self._writer.submit(self._write_aggregates, writes, offsets, now_us).result
+
+    def _write_aggregates(self, writes: Sequence[Any], offsets: dict[str, int] | None, now_us: int | None) -> bool:
         from quiver.aggregation.packed import group_blobs, slots
 
         con = self._agg_con()
@@ -132,7 +146,7 @@ class SQLiteAggregateState:
             for scope, off in (offsets or {}).items():
                 held = con.execute("SELECT next_offset FROM __stream_offsets WHERE scope = ?", (scope,)).fetchone()
                 if held is not None and held[0] >= off:
-                    return False if wait else (lambda: False)
+                    return False
             for w in writes:
                 lay = w.layout
                 name = w.view
@@ -163,7 +177,7 @@ class SQLiteAggregateState:
             if now_us is not None:
                 for table in ("__agg_cells", "__agg_packed", _RAW):
                     con.execute(f"DELETE FROM {table} WHERE expires <= ?", (now_us,))
-        return True if wait else (lambda: True)
+        return True
 
     def read_offsets(self, prefix: str = "") -> dict[str, int]:
         """The next offset to consume per stream scope (``topic/partition``) the state holds."""
