@@ -269,3 +269,25 @@ def test_sqlite_groups_are_stored_up_to_their_last_tile(tmp_path: Path, request:
     got = store.read_aggregates(view, pa.table({"user_id": [1]}), None, at).to_pylist()
     assert got == window_aggregate([{"user_id": 1, "event_timestamp": at}], evs, ["user_id"], refs)
     store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_a_write_left_in_flight_answers_when_asked(kind: str, tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """``write_aggregates(wait=False)`` (the stream worker's overlap): the function it returns
+    gives the answer of a synchronous write (True; False for offsets already held), the
+    state is readable once it answered, and a failed write raises, never silently."""
+    store = open_store(kind, tmp_path, request)
+    view = FeatureView(name="v", entities=[USER], source=PushSource("s"), aggregations=ADDITIVE)
+    lay = StateLayout(view)
+    at = datetime.now(UTC)
+    table = pa.table({"user_id": [1, 1], "amount": [2.0, 3.5],
+                      "event_timestamp": pa.array([at - timedelta(seconds=30)] * 2, pa.timestamp("us", tz="UTC"))})
+    first = store.write_aggregates([lay.write(table)], {"t/0": 2}, wait=False)
+    assert first() is True
+    assert store.read_aggregates(view, pa.table({"user_id": [1]}), ["amount_sum_10m"], at).to_pylist() == [
+        {"amount_sum_10m": 5.5}]
+    assert store.write_aggregates([lay.write(table)], {"t/0": 2}, wait=False)() is False  # held: not added twice
+    with pytest.raises(AttributeError):  # raised by the call (Redis) or by its answer (SQLite's writer thread)
+        store.write_aggregates([None], {"t/0": 3}, wait=False)()
+    assert store.read_offsets("t/") == {"t/0": 2}  # the failed batch left nothing behind
+    store.close()
