@@ -20,7 +20,9 @@ the online state of ``user_tx`` (count and sum over 10m, 1h, 1d):
   floor of one raw Redis GET; three times: as the scheduler places the reader
   and redis-server, on separate cores, and on one core together; the three
   again with the reader polling for its reply (``online.busy_poll_us``); and
-  from the SQLite store, in process, beside one SQLite primary-key read.
+  from the SQLite store, in process, beside one SQLite primary-key read. Each pass
+  prints the CPU time the host took from this VM meanwhile (steal), and the reads
+  the guest's halt-poll setting: the two things on a VM that a read's tail follows.
 
 Run by hand, never in CI::
 

