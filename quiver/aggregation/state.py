@@ -19,6 +19,7 @@ longest window has passed them (``expires_at``).
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -37,7 +38,7 @@ from quiver.definitions.aggregation import Aggregation
 from quiver.errors import InputError
 
 __all__ = ["MERGE_OP", "RAW_FORMAT", "Cells", "ReadPlan", "StateLayout", "StateWrite", "aggregates_table", "entity_keys",
-           "entity_strings", "key_tuples", "layout", "table_rows"]
+           "entity_strings", "key_tuples", "layout", "layout_mismatch", "table_rows"]
 
 EVENT_TS = "event_timestamp"
 # The version of the numeric raw record layout (``StateLayout._record_dtype``) and of the
@@ -246,6 +247,18 @@ class StateLayout:
         self._by_name = {a.name: a for a in view.aggregations}
         self.packed = PackedReader(self)  # additive stats as packed tiles (stores may use it)
         self._raw_dtype = self._record_dtype()
+        self.signature = self._signature()
+
+    def _signature(self) -> str:
+        """What the stored state's meaning depends on: its stats in order (hash fields and
+        packed slots are their positions), value types, tile levels, the longest window
+        (older events have expired) and the record format. Stores record it per view and
+        refuse state written under another (``layout_mismatch``), rather than read one
+        layout's bytes as another's."""
+        parts = (RAW_FORMAT, W.LEVELS, W.GROUP, W.RAW_BUCKET, self.levels, self.max_window_us,
+                 [(st.column, st.kind) for st in self.stats], [str(self.value_types[c]) for c in self.columns],
+                 self._raw_dtype.descr)
+        return hashlib.blake2b(repr(parts).encode(), digest_size=8).hexdigest()
 
     def _record_dtype(self) -> np.dtype:
         """A numeric raw event's record: its time, each column's value (``RAW_NULL`` for
@@ -637,6 +650,16 @@ def _raw_keep(ts: np.ndarray, cov: W.Cover) -> np.ndarray:
 
 
 _LAYOUTS: dict[str, StateLayout] = {}
+
+
+def layout_mismatch(where: str, view: str) -> InputError:
+    """The error of a read or write that meets a view's state written under another
+    ``StateLayout.signature``: its aggregations (or their columns, types or longest
+    window) changed since, or this process runs an older definition than the writer's."""
+    return InputError(f"online store {where}: the aggregation state of view {view!r} was written for other "
+                      f"aggregations than this definition of it has (features, their order, columns, types or "
+                      f"longest window changed); rebuild it with: quiver backfill {view} --online (or, if it was "
+                      f"rebuilt for a newer definition, load that one: quiver apply)")
 
 
 def layout(view: FeatureView) -> StateLayout:

@@ -175,6 +175,7 @@ class RedisOnlineStore(RedisAggregateState):
         self._plans: dict[tuple[str, tuple[str, ...]], _ReadPlan] = {}
         self._lock = threading.Lock()
         self._reader = threading.local()  # per thread: (pid, a connection checked out of the pool for reads)
+        self._layout_seen: dict[str, tuple[str, float]] = {}
 
     def close(self) -> None:
         self._client.close()
@@ -369,7 +370,9 @@ class RedisOnlineStore(RedisAggregateState):
         return rows_to_table(view, features, rows)
 
     def delete_view(self, view_name: str) -> None:
-        self._unlink_prefix(self._prefix(view_name))
+        self._unlink_prefix(self._prefix(view_name))  # its values and its aggregation state
+        self._client.hdel(self._layouts_key, view_name)
+        self._layout_seen.pop(view_name, None)
 
     def _unlink_prefix(self, prefix: str) -> None:
         """Delete every key under ``prefix``, scanning and unlinking in batches of 10,000."""

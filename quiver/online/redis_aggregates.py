@@ -20,7 +20,7 @@ import orjson
 import pyarrow as pa
 import redis
 
-from quiver.aggregation.state import RAW_FORMAT, aggregates_table, entity_strings, layout, table_rows
+from quiver.aggregation.state import RAW_FORMAT, aggregates_table, entity_strings, layout, layout_mismatch, table_rows
 from quiver.errors import TerminalError, TransientError
 
 if TYPE_CHECKING:
@@ -30,6 +30,7 @@ __all__ = ["RedisAggregateState"]
 
 _NUMERIC_RAW = f"a{RAW_FORMAT}"  # the key tag of numeric raw records (fixed-size, appended)
 _TEXT_RAW = f"r{RAW_FORMAT}"  # the key tag of other raw events (one list element each)
+_LAYOUT_RECHECK = 1.0  # seconds a reader trusts that a view's state is still of its layout
 
 
 class RedisAggregateState:
@@ -41,9 +42,11 @@ class RedisAggregateState:
     url: str
     _mget: Callable[[list[str]], list[bytes | None]]
     _unlink_prefix: Callable[[str], None]
+    _layout_seen: dict[str, tuple[str, float]]  # view -> (signature its state matched, when)
 
-    # ARGV[1]: the hash cells as JSON columns {k, f, o, t, v} plus their keys to expire
-    # {ek, em}, the offsets {ok, ov}, and the packed tile keys {pk, pe, pc} (name, expiry,
+    # KEYS: the stream offsets hash, the layouts hash (view -> signature). ARGV[1]: the hash
+    # cells as JSON columns {k, f, o, t, v} plus their keys to expire {ek, em}, the offsets
+    # {ok, ov}, the views and their layout signatures {lv, ls}, the packed tile keys {pk, pe, pc} (name, expiry,
     # number of records) and the raw event keys {rk, re, rn} (name, expiry, number of
     # values; numeric views APPEND one value, others RPUSH one per event) with the byte
     # length of each value {rl}; ARGV[2]: the packed records ('<i4d': slot, delta), key
@@ -58,6 +61,11 @@ local d = cjson.decode(ARGV[1])
 for i = 1, #d.ok do  -- a batch whose offsets the state already holds was applied before
   local held = redis.call('HGET', KEYS[1], d.ok[i])
   if held and tonumber(held) >= tonumber(d.ov[i]) then return 0 end
+end
+for i = 1, #d.lv do  -- each view's state is of one layout (StateLayout.signature)
+  local sig = redis.call('HGET', KEYS[2], d.lv[i])
+  if sig and sig ~= d.ls[i] then return redis.error_reply('QUIVER_LAYOUT ' .. d.lv[i]) end
+  if not sig then redis.call('HSET', KEYS[2], d.lv[i], d.ls[i]) end
 end
 local k, f, o, t, v = d.k, d.f, d.o, d.t, d.v
 for i = 1, #k do
@@ -126,6 +134,29 @@ return 1
     def _agg_prefix(self, view_name: str) -> str:
         return f"{self.prefix}:{view_name}:agg:"
 
+    @property
+    def _layouts_key(self) -> str:
+        return f"{self.prefix}:__agg_layouts__"
+
+    def _check_layout(self, lay: Any) -> None:
+        """Refuse to read a view whose state was written under another ``StateLayout.signature``.
+        A match is trusted for ``_LAYOUT_RECHECK`` seconds (a read stays one round trip);
+        anything else is looked up at once."""
+        import time
+
+        name, now = lay.view.name, time.monotonic()
+        seen = self._layout_seen.get(name)
+        if seen is not None and seen[0] == lay.signature and now - seen[1] < _LAYOUT_RECHECK:
+            return
+        try:
+            got = self._client.hget(self._layouts_key, name)
+        except redis.ConnectionError as e:
+            raise TransientError(f"online store {self.url}: {e}; retry when Redis is reachable") from e
+        if got is not None and got.decode() != lay.signature:
+            self._layout_seen.pop(name, None)
+            raise layout_mismatch(self.url, name)
+        self._layout_seen[name] = (lay.signature, now)
+
     def write_aggregates(self, writes: Sequence[Any], offsets: dict[str, int] | None = None,
                          now_us: int | None = None, *, wait: bool = True) -> Any:
         """Merge ``StateWrite``s and record ``offsets`` (scope -> next offset) in one script;
@@ -142,6 +173,8 @@ return 1
 
         cols: dict[str, list[Any]] = {c: [] for c in ("k", "f", "o", "t", "v", "ek", "em", "ok", "ov", "pk", "pe", "pc",
                                                       "rk", "re", "rn", "rl")}
+        sigs = {w.view: w.layout.signature for w in writes}
+        cols["lv"], cols["ls"] = list(sigs), list(sigs.values())
         raw_args: list[bytes] = []
         records: list[bytes] = []
         for w in writes:
@@ -185,7 +218,7 @@ return 1
             cols["ok"].append(scope)
             cols["ov"].append(str(off))
         doc = orjson.dumps(cols)
-        args = (1, f"{self.prefix}:__stream_offsets__", doc, b"".join(records), b"".join(raw_args))
+        args = (2, f"{self.prefix}:__stream_offsets__", self._layouts_key, doc, b"".join(records), b"".join(raw_args))
         try:
             sha = getattr(self, "_agg_write_sha", None) or self._client.script_load(self._AGG_LUA)
             self._agg_write_sha = sha
@@ -210,6 +243,8 @@ return 1
                 conn.disconnect()
                 raise TransientError(f"online store {self.url}: {e}; retry the batch") from e
             except redis.ResponseError as e:
+                if str(e).startswith("QUIVER_LAYOUT "):
+                    raise layout_mismatch(self.url, str(e).removeprefix("QUIVER_LAYOUT ")) from None
                 raise TerminalError(f"online store {self.url}: {e}") from e
             finally:
                 self._client.connection_pool.release(conn)
@@ -253,6 +288,7 @@ return 1
         """``read_aggregates`` for key tuples: one tuple of feature values per key, at
         ``at_us`` (epoch microseconds); what a request reads, without Arrow."""
         lay = layout(view)
+        self._check_layout(lay)
         ents = entity_strings(view, keys)
         p = self._agg_prefix(view.name)
         prog = lay.packed.program(features, at_us, _NUMERIC_RAW)
@@ -367,3 +403,5 @@ return 1
     def delete_aggregates(self, view_name: str) -> None:
         """Drop a view's aggregation state (before a rebuild)."""
         self._unlink_prefix(self._agg_prefix(view_name))
+        self._client.hdel(self._layouts_key, view_name)
+        self._layout_seen.pop(view_name, None)

@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pyarrow.compute as pc
 
-from quiver.aggregation.state import RAW_FORMAT, aggregates_table, entity_strings, layout, table_rows
+from quiver.aggregation.state import RAW_FORMAT, aggregates_table, entity_strings, layout, layout_mismatch, table_rows
 from quiver.errors import InputError, TransientError
 
 if TYPE_CHECKING:
@@ -51,6 +51,8 @@ _DDL = (
     f"CREATE INDEX IF NOT EXISTS {_RAW}_exp ON {_RAW} (expires)",
     "CREATE TABLE IF NOT EXISTS __stream_offsets (scope TEXT PRIMARY KEY, next_offset INTEGER NOT NULL)",
     "CREATE TABLE IF NOT EXISTS __agg_stale (view TEXT PRIMARY KEY)",  # views to rebuild (``_agg_con``)
+    # the StateLayout.signature each view's state was written under
+    "CREATE TABLE IF NOT EXISTS __agg_layout (view TEXT PRIMARY KEY, signature TEXT NOT NULL)",
 )
 _CELL_UPSERT = (
     "INSERT INTO __agg_cells VALUES (?,?,?,?,?,?,?,?,?,?) ON CONFLICT DO UPDATE SET "
@@ -117,11 +119,16 @@ class SQLiteAggregateState:
             self._local.stale = {v for v, in con.execute("SELECT view FROM __agg_stale")}
         return con
 
-    def _check_current(self, con: sqlite3.Connection, view: str) -> None:
-        """Refuse to read a view whose state an earlier quiver wrote (until it is rebuilt)."""
+    def _check_current(self, con: sqlite3.Connection, lay: Any) -> None:
+        """Refuse to read a view whose state an earlier quiver wrote, or that was written
+        under another ``StateLayout.signature`` (until it is rebuilt)."""
+        view = lay.view.name
         if view in self._local.stale and con.execute("SELECT 1 FROM __agg_stale WHERE view = ?", (view,)).fetchone():
             raise InputError(f"online store {self.path} holds the aggregation state of view {view!r} in the layout of "
                              f"an earlier quiver; rebuild it: quiver backfill {view} --online")
+        got = con.execute("SELECT signature FROM __agg_layout WHERE view = ?", (view,)).fetchone()
+        if got is not None and got[0] != lay.signature:
+            raise layout_mismatch(str(self.path), view)
 
     def write_aggregates(self, writes: Sequence[Any], offsets: dict[str, int] | None = None,
                          now_us: int | None = None, *, wait: bool = True) -> Any:
@@ -147,6 +154,12 @@ class SQLiteAggregateState:
                 held = con.execute("SELECT next_offset FROM __stream_offsets WHERE scope = ?", (scope,)).fetchone()
                 if held is not None and held[0] >= off:
                     return False
+            for name, sig in {w.view: w.layout.signature for w in writes}.items():
+                got = con.execute("SELECT signature FROM __agg_layout WHERE view = ?", (name,)).fetchone()
+                if got is None:
+                    con.execute("INSERT INTO __agg_layout VALUES (?, ?)", (name, sig))
+                elif got[0] != sig:
+                    raise layout_mismatch(str(self.path), name)
             for w in writes:
                 lay = w.layout
                 name = w.view
@@ -194,12 +207,12 @@ class SQLiteAggregateState:
         """``read_aggregates`` for key tuples: one tuple of feature values per key, at
         ``at_us`` (epoch microseconds)."""
         con = self._agg_con()
-        self._check_current(con, view.name)
         lay = layout(view)
         ents = entity_strings(view, keys)
         uniq = list(dict.fromkeys(ents))
         con.execute("BEGIN")  # one snapshot: the tiles and the raw events of the same writes
         try:
+            self._check_current(con, lay)
             prog = lay.packed.program(features, at_us, "raw")
             if prog is not None:  # count, sum, mean, stddev: packed groups and raw edges, folded in numpy
                 groups = prog.suffixes[: prog.groups]
@@ -265,5 +278,5 @@ class SQLiteAggregateState:
     def delete_aggregates(self, view_name: str) -> None:
         """Drop a view's aggregation state (before a rebuild)."""
         con = self._agg_con()
-        for table in ("__agg_cells", "__agg_packed", _RAW, "__agg_stale"):
+        for table in ("__agg_cells", "__agg_packed", _RAW, "__agg_stale", "__agg_layout"):
             con.execute(f"DELETE FROM {table} WHERE view = ?", (view_name,))

@@ -174,4 +174,14 @@ def _breaking(kind: str, name: str, old: dict[str, Any], new: dict[str, Any], se
         new_keys = [k for e in new.get("entity_specs") or [] for k in e.get("join_keys", [])]
         if old_keys != new_keys:
             out.append(f"join keys changed from {old_keys} to {new_keys}")
+        if old.get("aggregations") and _state_shape(old) != _state_shape(new):
+            out.append(f"its online aggregation state was kept for other aggregations; reads and stream writes "
+                       f"refuse it until it is rebuilt: quiver backfill {name} --online")
     return out
+
+
+def _state_shape(spec: dict[str, Any]) -> tuple[Any, ...]:
+    """What of an aggregate view's spec its online state layout follows (the stats come
+    from the functions over columns, in order; older events expire past the longest window)."""
+    aggs = spec.get("aggregations") or []
+    return tuple((a["column"], a["function"], a.get("dtype")) for a in aggs), max((a["window"] for a in aggs), default=0)

@@ -91,3 +91,20 @@ def test_diff_specs_names_the_path() -> None:
     new = {"a": 1, "schema": [{"name": "x", "dtype": "String"}], "tags": {}, "l": [1, 3]}
     assert diff_specs(old, new) == {"schema[x].dtype": ["Int64", "String"], "tags.t": ["1", None], "l": [[1, 2], [1, 3]]}
     assert diff_specs(old, old) == {}
+
+
+def test_changing_what_an_aggregate_views_state_holds_names_the_rebuild(repo: Repo) -> None:
+    """A function added to an aggregate view (or a longer longest window) changes its online
+    state's layout: the plan says so with the backfill that rebuilds it; renaming or
+    describing an aggregation does not."""
+    store = repo.write().store()
+    store.apply()
+    repo.write(extra_aggs=', Aggregation("amount", "count", window=timedelta(hours=1))')
+    ch = next(c for c in store.plan().pending if c.name == "user_tx")
+    assert ch.action == "new_version"
+    assert ch.breaking == ["its online aggregation state was kept for other aggregations; reads and stream writes "
+                           "refuse it until it is rebuilt: quiver backfill user_tx --online"]
+    store.apply()
+    repo.write(extra_aggs=', Aggregation("amount", "count", window=timedelta(hours=1), name="n_1h")')
+    ch = next(c for c in store.plan().pending if c.name == "user_tx")
+    assert ch.action == "new_version" and ch.breaking == []

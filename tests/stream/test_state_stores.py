@@ -291,3 +291,47 @@ def test_a_write_left_in_flight_answers_when_asked(kind: str, tmp_path: Path, re
         store.write_aggregates([None], {"t/0": 3}, wait=False)()
     assert store.read_offsets("t/") == {"t/0": 2}  # the failed batch left nothing behind
     store.close()
+
+
+@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+def test_state_of_other_aggregations_is_refused_not_misread(kind: str, tmp_path: Path,
+                                                            request: pytest.FixtureRequest) -> None:
+    """Stats are stored by position: a view that gains a function (here stddev, which adds
+    packed slots) or a longer window would read the old state's bytes as its own. Reads
+    and writes under the new definition name the view and the rebuild instead, the old
+    state stays readable as it was, and once rebuilt the new definition reads and writes."""
+    store = open_store(kind, tmp_path, request)
+    windows = [timedelta(minutes=10), timedelta(hours=1)]
+    old_aggs = [Aggregation("amount", f, window=w) for f in ("count", "sum") for w in windows]
+    old = FeatureView(name="v", entities=[USER], source=PushSource("s"), aggregations=old_aggs)
+    at = datetime.now(UTC)
+    table = pa.table({"user_id": [1, 1, 1], "amount": [1.0, 2.0, 4.0],
+                      "event_timestamp": pa.array([at - timedelta(minutes=m) for m in (3, 5, 30)],
+                                                  pa.timestamp("us", tz="UTC"))})
+    store.write_aggregates([StateLayout(old).write(table)])
+    keys = pa.table({"user_id": [1]})
+    want_old = [{"amount_count_10m": 2, "amount_count_1h": 3, "amount_sum_10m": 3.0, "amount_sum_1h": 7.0}]
+    assert store.read_aggregates(old, keys, None, at).to_pylist() == want_old
+    changed = [old_aggs + [Aggregation("amount", "stddev", window=w) for w in windows],
+               old_aggs + [Aggregation("amount", "count", window=timedelta(days=2))]]
+    for aggs in changed:
+        new = FeatureView(name="v", entities=[USER], source=PushSource("s"), aggregations=aggs)
+        with pytest.raises(InputError, match=r"view 'v'.*quiver backfill v --online"):
+            store.read_aggregates(new, keys, None, at)
+        with pytest.raises(InputError, match=r"view 'v'.*quiver backfill v --online"):
+            store.write_aggregates([StateLayout(new).write(table)], {"t/0": 1})
+    assert store.read_offsets("t/") == {}  # the refused batch recorded nothing
+    assert store.read_aggregates(old, keys, None, at).to_pylist() == want_old
+    store.delete_aggregates("v")  # what quiver backfill v --online starts with
+    new = FeatureView(name="v", entities=[USER], source=PushSource("s"), aggregations=changed[0])
+    store.write_aggregates([StateLayout(new).write(table)])
+    refs = [(a.column, a.function, a.window, a.name) for a in changed[0]]
+    evs = [{"user_id": 1, "amount": a, "event_timestamp": t} for a, t in
+           zip(table.column("amount").to_pylist(), table.column("event_timestamp").to_pylist())]
+    assert store.read_aggregates(new, keys, None, at).to_pylist() == window_aggregate(
+        [{"user_id": 1, "event_timestamp": at}], evs, ["user_id"], refs)
+    other = open_store(kind, tmp_path, request)  # another process, still on the old definition
+    with pytest.raises(InputError, match=r"view 'v'"):
+        other.read_aggregates(old, keys, None, at)
+    other.close()
+    store.close()
