@@ -10,8 +10,8 @@ n      1 if v is not null else 0            add
 f      1 if v is finite else 0              add
 s0-s4  the limbs of trunc(v * 2**52)        add
 q0-q4  the limbs of trunc(v * v * 2**52)    add
-min    v                                    smallest
-max    v                                    largest
+min    v                                    smallest (a NaN above every number)
+max    v                                    largest (a NaN above every number)
 last   (event time, v)                      greatest (time, v)
 set    {v}                                  union
 ====== ==================================== ==========================
@@ -202,11 +202,24 @@ def merge_states(states: pa.Table, stats: Sequence[Stat]) -> pa.Table:
     out = states.group_by(OWNER, use_threads=False).aggregate(aggs)
     out = out.rename_columns([_strip(c, stats) for c in out.column_names]).sort_by(OWNER)
     for st in stats:
-        if st.kind == "set":
+        if st.kind == "max" and pa.types.is_floating(states.schema.field(st.name).type):
+            out = _max_nan(states, out, st)
+        elif st.kind == "set":
             out = _merge_set(states, out, st)
         elif st.kind == "last":
             out = _merge_last(states, out, st)
     return out
+
+
+def _max_nan(states: pa.Table, out: pa.Table, st: Stat) -> pa.Table:
+    """NaN where an owner's values hold one: NaN orders above every number (as in DuckDB
+    and Spark), where Arrow's max skips it."""
+    nan = pc.fill_null(pc.is_nan(states.column(st.name)), False)
+    if not pc.any(nan).as_py():
+        return out
+    hit = pc.is_in(out.column(OWNER), value_set=pc.unique(states.column(OWNER).filter(nan)))
+    col = pc.if_else(hit, pa.scalar(float("nan"), out.schema.field(st.name).type), out.column(st.name))
+    return out.set_column(out.schema.get_field_index(st.name), st.name, col)
 
 
 def _strip(name: str, stats: Sequence[Stat]) -> str:
@@ -238,7 +251,11 @@ def _align(out: pa.Table, part: pa.Table) -> pa.Table:
 def _merge_last(states: pa.Table, out: pa.Table, st: Stat) -> pa.Table:
     """Per owner, the (time, value) with the greatest time, ties to the greater value."""
     t = states.select([OWNER, st.name + "_ts", st.name]).filter(pc.is_valid(states.column(st.name)))
-    t = t.sort_by([(OWNER, "ascending"), (st.name + "_ts", "descending"), (st.name, "descending")])
+    order = [(OWNER, "ascending"), (st.name + "_ts", "descending"), (st.name, "descending")]
+    if pa.types.is_floating(t.schema.field(st.name).type):  # a NaN is the greater value (Arrow sorts it last)
+        t = t.append_column("_nan", pc.is_nan(t.column(st.name)))
+        order.insert(2, ("_nan", "descending"))
+    t = t.sort_by(order)
     best = t.group_by(OWNER, use_threads=False).aggregate([(st.name + "_ts", "first"), (st.name, "first")])
     best = best.rename_columns([OWNER, st.name + "_ts", st.name])
     joined = _align(out, best)

@@ -54,6 +54,7 @@ _EMPTY_CELLS = pa.table({"entity": pa.array([], pa.int64()), "level": pa.array([
 _FAST = frozenset({"count", "sum", "mean", "stddev", "min", "max"})
 MERGE_OP = {**{k: "+" for k in F.ADDITIVE}, "min": "<", "max": ">", "last": "L", "set": "D"}
 KEY_SEP = "\x1f"
+_NAN_TEXT = "NaN"  # a float NaN in a JSON raw record (``pack_array``)
 
 
 def entity_keys(table: pa.Table, join_keys: Sequence[str]) -> pa.Array:
@@ -399,7 +400,9 @@ class StateLayout:
             size = self._raw_dtype.itemsize
             fixed = pa.FixedSizeBinaryArray.from_buffers(pa.binary(size), len(rec), [None, pa.py_buffer(rec.tobytes())])
             return fixed.cast(pa.binary())
-        cols = [events.column(c).to_pylist() for c in self.columns]
+        # JSON has no NaN (orjson writes null): a NaN of a float column goes as the text "NaN"
+        cols = [[_NAN_TEXT if v != v else v for v in events.column(c).to_pylist()]
+                if pa.types.is_floating(self.value_types[c]) else events.column(c).to_pylist() for c in self.columns]
         return pa.array([orjson.dumps(row) for row in zip(t_us.tolist(), *cols)], pa.binary())
 
     def unpack(self, payloads: Sequence[bytes]) -> pa.Table:
@@ -415,6 +418,8 @@ class StateLayout:
         data = {EVENT_TS: pa.array([r[0] for r in rows], pa.int64())}
         for i, c in enumerate(self.columns):
             vals = [r[i + 1] for r in rows]
+            if pa.types.is_floating(self.value_types[c]):
+                vals = [float("nan") if v == _NAN_TEXT else v for v in vals]
             try:
                 data[c] = pa.array(vals, self.value_types[c])
             except (pa.ArrowInvalid, pa.ArrowTypeError):  # e.g. numbers kept as text: Arrow's text form
@@ -537,7 +542,7 @@ class StateLayout:
             acc: dict[str, np.ndarray] = {}
             for i, st in enumerate(self.stats):
                 sel = m & stat_mask[i]
-                ok = raw_set if st.kind == "n" else raw_ok
+                ok = raw_set if st.kind in ("n", "min", "max") else raw_ok
                 rsel = keep & ok[st.column] if rec is not None else keep
                 rv = raw_val[st.column][rsel] if rec is not None else np.empty(0)
                 rr = rrow[rsel]
@@ -545,12 +550,8 @@ class StateLayout:
                     x = None if st.kind == "n" or raw_delta is None else raw_delta[rsel, self.packed.positions[i]]
                     acc[st.name] = total(crow[sel], cval[sel], 0) + total(rr, x, len(rr))
                 else:
-                    fill, fn = (np.inf, np.minimum) if st.kind == "min" else (-np.inf, np.maximum)
-                    best = np.full(n_keys, fill)
-                    with np.errstate(invalid="ignore"):  # a NaN in a tile: min/max of NaN (see the README)
-                        fn.at(best, crow[sel], cval[sel])
-                        fn.at(best, rr, rv)
-                    acc[st.name] = best
+                    acc[st.name], acc[st.name + "?"] = _extreme(
+                        st.kind, np.concatenate((crow[sel], rr)), np.concatenate((cval[sel], rv)), n_keys)
             for agg in plan.aggregations:
                 if int(agg.window.total_seconds() * 1_000_000) == w:
                     out[agg.name] = _finalize_np(agg, acc, self.value_types[agg.column])
@@ -633,13 +634,30 @@ def _finalize_np(agg: Aggregation, acc: dict[str, np.ndarray], value_type: pa.Da
     if f == "count":
         res = pa.array(np.rint(n).astype("int64"))
     elif f in ("min", "max"):
-        v = acc[f"{c}.{f}"]
-        res = pa.array(v, mask=np.isinf(v) & ((v > 0) if f == "min" else (v < 0))).cast(value_type, safe=False)
+        res = pa.array(acc[f"{c}.{f}"], mask=~acc[f"{c}.{f}?"]).cast(value_type, safe=False)
     else:  # sum, mean, stddev: exact sums (``exact``)
         s = np.stack([acc[f"{c}.{k}"] for k in F.SUM_LIMBS], axis=1)
         q = np.stack([acc[f"{c}.{k}"] for k in F.SQUARE_LIMBS], axis=1) if f == "stddev" else None
         res = F.finish_exact(agg, acc[f"{c}.f"], s, q)
     return res if res.type == out_type else res.cast(out_type, safe=False)
+
+
+def _extreme(kind: str, rows: np.ndarray, vals: np.ndarray, n_keys: int) -> tuple[np.ndarray, np.ndarray]:
+    """Per key row the min or max of ``vals`` (the values of rows ``rows``), a NaN ordered
+    above every number as DuckDB orders it (max: NaN once there is one; min: NaN only
+    when there is nothing else), and whether the row had any value (else null)."""
+    present = np.zeros(n_keys, dtype=bool)
+    present[rows] = True
+    nan = np.isnan(vals)
+    best = np.full(n_keys, np.inf if kind == "min" else -np.inf)
+    (np.minimum if kind == "min" else np.maximum).at(best, rows[~nan], vals[~nan])
+    if nan.any():
+        has_nan = np.zeros(n_keys, dtype=bool)
+        has_nan[rows[nan]] = True
+        if kind == "min":
+            has_nan[rows[~nan]] = False
+        best[has_nan] = np.nan
+    return best, present
 
 
 def _raw_keep(ts: np.ndarray, cov: W.Cover) -> np.ndarray:

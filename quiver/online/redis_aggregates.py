@@ -45,17 +45,20 @@ class RedisAggregateState:
     _layout_seen: dict[str, tuple[str, float]]  # view -> (signature its state matched, when)
 
     # KEYS: the stream offsets hash, the layouts hash (view -> signature). ARGV[1]: the hash
-    # cells as JSON columns {k, f, o, t, v} plus their keys to expire {ek, em}, the offsets
+    # cells as JSON columns {k, f, o, t, v} (o: the merge op, after a 't' for text values)
+    # plus their keys to expire {ek, em}, the offsets
     # {ok, ov}, the views and their layout signatures {lv, ls}, the packed tile keys {pk, pe, pc} (name, expiry,
     # number of records) and the raw event keys {rk, re, rn} (name, expiry, number of
     # values; numeric views APPEND one value, others RPUSH one per event) with the byte
     # length of each value {rl}; ARGV[2]: the packed records ('<i4d': slot, delta), key
     # by key; ARGV[3]: the raw values, concatenated.
     _AGG_LUA = """
-local function lt(a, b)
+local function lt(a, b, text)  -- numbers in order with NaN above them all (as DuckDB orders them)
+  if text then return a < b end
   local x, y = tonumber(a), tonumber(b)
-  if x and y then return x < y end
-  return a < b
+  if x ~= x then return false end
+  if y ~= y then return true end
+  return x < y
 end
 local d = cjson.decode(ARGV[1])
 for i = 1, #d.ok do  -- a batch whose offsets the state already holds was applied before
@@ -69,7 +72,8 @@ for i = 1, #d.lv do  -- each view's state is of one layout (StateLayout.signatur
 end
 local k, f, o, t, v = d.k, d.f, d.o, d.t, d.v
 for i = 1, #k do
-  local op = o[i]
+  local op, text = o[i], #o[i] == 2
+  if text then op = string.sub(op, 2) end
   if op == '+' then
     redis.call('HINCRBYFLOAT', k[i], f[i], v[i])
   elseif op == 'D' then
@@ -78,10 +82,10 @@ for i = 1, #k do
     local cur = redis.call('HGET', k[i], f[i])
     if op == 'L' then
       local ct = redis.call('HGET', k[i], f[i] .. 't')
-      if (not cur) or lt(ct, t[i]) or (tonumber(ct) == tonumber(t[i]) and lt(cur, v[i])) then
+      if (not cur) or lt(ct, t[i]) or (tonumber(ct) == tonumber(t[i]) and lt(cur, v[i], text)) then
         redis.call('HSET', k[i], f[i], v[i], f[i] .. 't', t[i])
       end
-    elseif (not cur) or (op == '<' and lt(v[i], cur)) or (op == '>' and lt(cur, v[i])) then
+    elseif (not cur) or (op == '<' and lt(v[i], cur, text)) or (op == '>' and lt(cur, v[i], text)) then
       redis.call('HSET', k[i], f[i], v[i])
     end
   end
@@ -203,7 +207,10 @@ return 1
                 field = pc.if_else(is_set, pc.binary_join_element_wise(field, val, ":"), field)
                 cols["k"] += key.to_pylist()
                 cols["f"] += field.to_pylist()
-                cols["o"] += t.column("op").to_pylist()
+                # text values compare as text ('t' before the op), numbers as numbers
+                text = pc.and_(pc.is_valid(t.column("sval")), pc.invert(is_set))
+                cols["o"] += pc.if_else(text, pc.binary_join_element_wise("t", t.column("op"), ""),
+                                        t.column("op")).to_pylist()
                 cols["t"] += pc.fill_null(s("ts"), "").to_pylist()
                 cols["v"] += pc.fill_null(val, "").to_pylist()
                 level = t.column("level").to_numpy()

@@ -21,6 +21,7 @@ from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.compute as pc
 
 from quiver.aggregation.state import RAW_FORMAT, aggregates_table, entity_strings, layout, layout_mismatch, table_rows
@@ -28,8 +29,6 @@ from quiver.errors import InputError, TransientError
 
 if TYPE_CHECKING:
     from pathlib import Path
-
-    import pyarrow as pa
 
     from quiver.definitions import FeatureView
 
@@ -82,6 +81,12 @@ def write_transaction(con: sqlite3.Connection, path: Any, retry: str) -> Iterato
             raise
     except sqlite3.OperationalError as e:
         raise TransientError(f"online store {path}: {e}; retry {retry}") from e
+
+
+def _nan_text(v: Any) -> Any:
+    """A NaN kept as the text 'NaN' (SQLite would store NULL): SQLite orders text above
+    every number, so min, max and the UPSERT's row comparison order it as DuckDB does."""
+    return "NaN" if v != v else v
 
 
 def _add_slots(a: bytes, b: bytes) -> bytes:
@@ -172,7 +177,7 @@ class SQLiteAggregateState:
                         lay.group_expires_at(sl.level, sl.group).tolist()))
                     t = t.filter(pc.not_equal(t.column("op"), "+"))
                 con.executemany(_CELL_UPSERT, [
-                    (name, e, lv, tl, st, v if op == "D" else "", op, ts, None if op == "D" else v,
+                    (name, e, lv, tl, st, v if op == "D" else "", op, ts, None if op == "D" else _nan_text(v),
                      lay.tile_expires_at(lv, tl))
                     for e, lv, tl, st, op, ts, v in w.cells_of(t)
                 ])
@@ -258,6 +263,7 @@ class SQLiteAggregateState:
         groups = plan.groups()
         adds = [i for i, s in enumerate(lay.stats) if s.kind in ADDITIVE]
         blobs, raw = self._fetch(lay.view.name, uniq, [f"p{lv}:{g}" for lv, g, _ in groups], plan.raw_buckets)
+        floats = {i for i, s in enumerate(lay.stats) if pa.types.is_floating(lay.value_types[s.column])}
         found: dict[str, list[tuple[Any, ...]]] = {}
         for i in range(0, len(uniq), _MAX_KEYS):
             chunk = uniq[i : i + _MAX_KEYS]
@@ -266,6 +272,8 @@ class SQLiteAggregateState:
                 q = (f"SELECT entity, level, tile, stat, ts, CASE op WHEN 'D' THEN member ELSE val END FROM __agg_cells "
                      f"WHERE view = ? AND entity IN ({marks}) AND level = ? AND tile BETWEEN ? AND ?")
                 for e, *rest in con.execute(q, [lay.view.name, *chunk, lv, lo, hi]):
+                    if rest[4] == "NaN" and rest[2] in floats:  # ``_nan_text``
+                        rest[4] = float("nan")
                     found.setdefault(e, []).append(tuple(rest))
         if adds:
             for e, got in blobs.items():

@@ -18,8 +18,10 @@ Rules, as implemented here:
   ``as_known`` also ``created_timestamp <= t``). Null values are skipped by every
   function. ``count``: number of non-null values (0 for an empty window);
   ``count_distinct``: distinct non-null values; ``min``/``max``: null when no
-  value; ``last``: the value of the event with the greatest event time, then
-  created time, among those with a value.
+  value, a NaN ordered above every number (``max`` is NaN once the window holds
+  one, ``min`` only when it holds nothing else); ``last``: the value of the event
+  with the greatest event time, then created time, then value, among those with
+  a value.
 * **Exact sums.** ``sum``, ``mean`` and ``stddev`` also skip non-finite values and
   add the exact integers ``trunc(v * 2**52)`` (``S``, and ``Q`` over the squares
   ``v * v``): ``sum = float(S) / 2**52``, ``mean = sum / n``, ``stddev =
@@ -105,12 +107,18 @@ def aggregate(function: str, rows: Sequence[dict[str, Any]], column: str) -> Any
     if function in ("sum", "mean", "stddev"):
         return _exact(function, vals, column)
     if function == "min":
-        return min(vals)
+        return min(vals, key=_order)
     if function == "max":
-        return max(vals)
+        return max(vals, key=_order)
     if function == "last":
-        return max(with_value, key=lambda r: (r[EVENT_TS], _created(r)))[column]
+        return max(with_value, key=lambda r: (r[EVENT_TS], _created(r), _order(r[column])))[column]
     raise ValueError(f"unknown aggregation function {function!r}")
+
+
+def _order(v: Any) -> tuple[bool, Any]:
+    """Values in order, a NaN above every number (as DuckDB and Spark order them)."""
+    nan = isinstance(v, float) and math.isnan(v)
+    return nan, 0.0 if nan else v
 
 
 def _exact(function: str, vals: list[Any], column: str) -> float | None:

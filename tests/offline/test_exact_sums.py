@@ -1,6 +1,7 @@
 """The offline engine's sum, mean and stddev are the exact sums of ``quiver.aggregation.exact``:
 non-finite values skipped, results equal to the oracle's bit for bit, and a value too large
-for an exact sum refused with a message naming the feature (training sets and materialize)."""
+for an exact sum refused with a message naming the feature (training sets and materialize);
+its min, max and last order a NaN as the oracle does."""
 
 from __future__ import annotations
 
@@ -42,6 +43,36 @@ def test_non_finite_skipped_and_sums_exact(tmp_path: Path) -> None:
         for g, w in zip(got, want, strict=True):
             assert {k: bits(g[k]) for k in w} == {k: bits(v) for k, v in w.items()}
         assert any(w["amount_sum_10s"] is not None for w in want)
+    finally:
+        eng.close()
+
+
+def test_nan_orders_above_every_number_in_min_max_and_last(tmp_path: Path) -> None:
+    """DuckDB's order, which the oracle and the online state keep: max is NaN once the
+    window holds one, min only when it holds nothing else; last breaks a time tie by the
+    greater value, a NaN above any number."""
+    amounts = [3.0, math.nan, -1.0, math.inf, None, math.nan, 2.0]
+    rows = [{"uid": 1, "ts": i * SEC, "created": 0, "amount": v} for i, v in enumerate(amounts)]
+    rows += [{"uid": 2, "ts": SEC, "created": 0, "amount": math.nan}, {"uid": 3, "ts": SEC, "created": 0, "amount": 5.0},
+             {"uid": 3, "ts": SEC, "created": 0, "amount": math.nan}]  # a tie at the same instant
+    picked = [a for a in AGGS if a.function in ("min", "max", "last")]
+    eng = engine(tmp_path)
+    try:
+        write_rows(tmp_path, "snap", [])
+        write_rows(tmp_path, "pairs", [])
+        write_rows(tmp_path, "events", rows)
+        keys = [(u, t) for u in (1, 2, 3) for t in range(1, 9)]
+        frame = pa.table({"uid": pa.array([u for u, _ in keys], pa.int64()),
+                          "event_timestamp": pa.array([at(t * SEC) for _, t in keys], TS)})
+        got = training_set(eng, make_views(), [f"agg:{a.name}" for a in picked], frame).to_pylist()
+        refs = [(a.column, a.function, a.window, a.name) for a in picked]
+        want = window_aggregate([{"uid": u, "event_timestamp": at(t * SEC)} for u, t in keys],
+                                as_reference_rows(rows), ["uid"], refs)
+        for g, w in zip(got, want, strict=True):
+            for k, v in w.items():
+                assert g[k] == v or (v != v and g[k] != g[k]), (g, k, v)
+        assert any(w["amount_max_10s"] != w["amount_max_10s"] and w["amount_min_10s"] == w["amount_min_10s"]
+                   for w in want)  # a window where the two differ
     finally:
         eng.close()
 
