@@ -311,7 +311,8 @@ class StateLayout:
 
     def group_expires_at(self, level: np.ndarray, group: np.ndarray) -> np.ndarray:
         """``tile_expires_at`` of storage groups, as arrays of levels and group indices."""
-        return (group + 1) * np.asarray(W.GROUP)[level] + self.max_window_us
+        ends: np.ndarray = (group + 1) * np.asarray(W.GROUP)[level] + self.max_window_us
+        return ends
 
     def raw_expires_at(self, bucket: Any) -> Any:
         """When a raw bucket can go (``bucket``: one index or an array of them): a minute
