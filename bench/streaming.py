@@ -6,10 +6,11 @@ times compressed into the 23 hours before now so that every event lands in
 the online state of ``user_tx`` (count and sum over 10m, 1h, 1d):
 
 * **throughput**: one worker consuming the whole topic (JSON parse, offline
-  Parquet, Redis state, offsets), in events/s, beside the floor of a consumer
-  that only reads and parses the messages, and the CPU per event of the worker
-  process and of redis-server (steadier than wall time on a shared machine);
-  then a second worker consumes the same topic into the embedded store (SQLite);
+  Parquet, Redis state, offsets) in batches of 10,000, in events/s, beside the
+  floor of a consumer that only reads and parses the messages, and the CPU per
+  event of the worker process and of redis-server (steadier than wall time on a
+  shared machine); then a second worker consumes the same topic into the
+  embedded store (SQLite), in its batches (``stream_batch_size``, 40,000);
 * **freshness**: event-to-online latency p50/p99 while a producer writes
   steadily at ``--rate`` events/s, batching 20 ms (from the message's create
   time, its produce call, to its state being durable in Redis, as the worker
@@ -206,13 +207,14 @@ def read_bench(repo: str, heavy: int, floor: str, reads: int) -> None:
     store.close()
 
 
-def bulk(store: Any, repo: Path, group: str) -> tuple[int, float, float]:
-    """One worker consuming the whole topic into ``store``'s online store: (events,
-    events/s from its first batch to its last, CPU seconds of this process)."""
+def bulk(store: Any, repo: Path, group: str, batch_size: int | None = None) -> tuple[int, float, float]:
+    """One worker consuming the whole topic into ``store``'s online store, in batches of
+    ``batch_size`` (default: the store's ``stream_batch_size``): (events, events/s from its
+    first batch to its last, CPU seconds of this process)."""
     from quiver.ingest.worker import StreamWorker
 
-    worker = StreamWorker([store.get_feature_view("user_tx")], store.online, repo / "data/offline",
-                          options={"consumer": CONSUMER, "batch_size": 10_000, "group": group})
+    opts = {"consumer": CONSUMER, "group": group, **({"batch_size": batch_size} if batch_size else {})}
+    worker = StreamWorker([store.get_feature_view("user_tx")], store.online, repo / "data/offline", options=opts)
     first: list[float] = []
     last: list[float] = [0.0]
     step = worker._step
@@ -281,7 +283,7 @@ def main() -> None:
             return float(info["used_cpu_user"]) + float(info["used_cpu_sys"])
 
         rcpu0 = redis_cpu()
-        events, eps, cpu = bulk(store, repo, "bench")
+        events, eps, cpu = bulk(store, repo, "bench", 10_000)
         rcpu = redis_cpu() - rcpu0
         print(f"worker: parse + offline + Redis  {eps:>10,.0f} events/s ({events:,} events, 1 worker)")
         print(f"  CPU per event: worker process {cpu / events * 1e6:.2f} us (all its threads), "

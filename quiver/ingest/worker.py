@@ -84,7 +84,8 @@ class StreamWorker:
                  options: dict[str, Any] | None = None, worker_id: str | None = None) -> None:
         opts = dict(options or {})
         self.group = opts.pop("group", "quiver")
-        self.batch_size = int(opts.pop("batch_size", 5_000))
+        # the store's preferred batch under a backlog (what it makes durable in one transaction)
+        self.batch_size = int(opts.pop("batch_size", None) or getattr(online, "stream_batch_size", 5_000))
         self.poll_timeout = float(opts.pop("poll_timeout", 0.05))
         self.dead_letter_topic = opts.pop("dead_letter_topic", None)
         self.metrics_port = opts.pop("metrics_port", None)

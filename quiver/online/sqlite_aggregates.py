@@ -108,6 +108,10 @@ class SQLiteAggregateState:
     _lock: threading.Lock
     _writer: ThreadPoolExecutor | None = None  # the thread of ``write_aggregates(wait=False)``
     path: Path
+    # a stream worker's batch under a backlog: readers never wait for the writer (WAL), and a
+    # bigger batch rewrites each B-tree page it touches once for more events (a state-only
+    # ingest of 1M transactions: 64,700 events/s in batches of 10,000, 96,700 in 40,000)
+    stream_batch_size = 40_000
 
     def _agg_con(self) -> sqlite3.Connection:
         con = self._con()

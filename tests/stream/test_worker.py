@@ -53,6 +53,11 @@ def test_metrics_status_and_dead_letters(kafka_broker: KafkaBroker, tmp_path: Pa
     assert [(d["topic"], d["offset"]) for d in dead] == [(topic, 25), (topic, 26)]
     assert dead[0]["reason"].startswith("not JSON") and "timestamp" in dead[1]["reason"]
     assert dead[0]["payload"] == b"oops"
+    # the batch under a backlog is the online store's (SQLite: big, its readers never wait), or the option's
+    assert worker.batch_size == store.online.stream_batch_size == 40_000
+    again = StreamWorker([store.get_feature_view("user_tx")], store.online, repo / "data/offline",
+                         options={"batch_size": 700})
+    assert again.batch_size == 700
     store.close()
 
 
