@@ -13,6 +13,7 @@ loses nor double-counts; a read of additive features is one MGET per entity.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -49,16 +50,16 @@ class RedisAggregateState:
 
     # KEYS: the stream offsets hash, the layouts hash (view -> signature). ARGV[1]: the hash
     # cells as JSON columns {k, f, o, t, v} (o: the merge op, after a 't' for text values)
-    # plus their keys to expire {ek, em}, the offsets
-    # {ok, ov}, the views and their layout signatures {lv, ls}, the packed tile keys {pk, pe, pc} (name, expiry,
-    # number of records) and the raw event keys {rk, re, rn} (name, expiry, number of
-    # values; numeric views APPEND one value, others RPUSH one per event) with the byte
-    # length of each value {rl}; ARGV[2]: the packed records ('<i4d': slot, delta), key
-    # by key; ARGV[3]: the raw values, concatenated.
+    # plus their keys to expire {ek, em}, the offsets {ok, ov}, the views and their layout
+    # signatures {lv, ls}, the packed tile keys {pk, pe, pc} (name, expiry, number of
+    # records) and the raw event keys {rk, re, rn} (name, expiry, number of values; numeric
+    # views APPEND one value, others RPUSH one per event) with the byte length of each value
+    # {rl}; ARGV[2]: the packed records ('<i4d': slot, delta), key by key; ARGV[3]: the raw
+    # values, concatenated.
     _AGG_LUA = """
 local function lt(a, b, text)  -- numbers in order with NaN above them all (as DuckDB orders them)
-  if text then return a < b end
   local x, y = tonumber(a), tonumber(b)
+  if text or not (x and y) then return a < b end
   if x ~= x then return false end
   if y ~= y then return true end
   return x < y
@@ -149,8 +150,6 @@ return 1
         """Refuse to read a view whose state was written under another ``StateLayout.signature``.
         A match is trusted for ``_LAYOUT_RECHECK`` seconds (a read stays one round trip);
         anything else is looked up at once."""
-        import time
-
         name, now = lay.view.name, time.monotonic()
         seen = self._layout_seen.get(name)
         if seen is not None and seen[0] == lay.signature and now - seen[1] < _LAYOUT_RECHECK:
@@ -171,8 +170,6 @@ return 1
         values are built by Arrow kernels and cross as one JSON document. With
         ``wait=False`` it returns a function that waits for the reply (True/False), so the
         caller can prepare the next batch while Redis applies this one."""
-        import time
-
         import numpy as np
         import pyarrow.compute as pc
 
