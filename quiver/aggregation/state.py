@@ -305,20 +305,18 @@ class StateLayout:
 
     # -- expiry ------------------------------------------------------------------
 
-    def tile_expires_at(self, level: int, tile: int) -> int:
-        """When a tile (and its storage group) can go: its group's end plus the longest window."""
-        return W.group_end(level, W.group_of(level, tile)) + self.max_window_us
-
     def group_expires_at(self, level: np.ndarray, group: np.ndarray) -> np.ndarray:
-        """``tile_expires_at`` of storage groups, as arrays of levels and group indices."""
+        """When storage groups (arrays of levels and group indices) and their tiles can go:
+        the group's end plus the longest window."""
         ends: np.ndarray = (group + 1) * np.asarray(W.GROUP)[level] + self.max_window_us
         return ends
 
-    def raw_expires_at(self, bucket: Any) -> Any:
-        """When a raw bucket can go (``bucket``: one index or an array of them): a minute
-        after the longest window has passed it, for a read of that window's start minute
-        as its tile less the events before the start (``windows.cover``)."""
-        return (bucket + 1) * W.RAW_BUCKET + self.max_window_us + W.LEVELS[0]
+    def raw_expires_at(self, bucket: np.ndarray) -> np.ndarray:
+        """When raw buckets can go: a minute after the longest window has passed them, for
+        a read of that window's start minute as its tile less the events before the start
+        (``windows.cover``)."""
+        ends: np.ndarray = (bucket + 1) * W.RAW_BUCKET + self.max_window_us + W.LEVELS[0]
+        return ends
 
     # -- write ---------------------------------------------------------------------
 

@@ -155,6 +155,3 @@ def group_of(level: int, tile: int) -> int:
     """The storage group a tile belongs to."""
     return tile * LEVELS[level] // GROUP[level]
 
-
-def group_end(level: int, group: int) -> int:
-    return (group + 1) * GROUP[level]

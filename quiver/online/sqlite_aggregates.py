@@ -180,20 +180,26 @@ class SQLiteAggregateState:
                         [name] * len(keys), sl.entity.to_pylist(), keys, group_blobs(sl, lay.packed.width),
                         lay.group_expires_at(sl.level, sl.group).tolist()))
                     t = t.filter(pc.not_equal(t.column("op"), "+"))
-                con.executemany(_CELL_UPSERT, [
-                    (name, e, lv, tl, st, v if op == "D" else "", op, ts, None if op == "D" else _nan_text(v),
-                     lay.tile_expires_at(lv, tl))
-                    for e, lv, tl, st, op, ts, v in w.cells_of(t)
-                ])
-                if lay.numeric and w.raw_table.num_rows:  # one row per (entity, bucket): its records
+                if t.num_rows:
+                    ends = lay.group_expires_at(t.column("level").to_numpy(), t.column("group").to_numpy()).tolist()
+                    con.executemany(_CELL_UPSERT, [
+                        (name, e, lv, tl, st, v if op == "D" else "", op, ts, None if op == "D" else _nan_text(v), x)
+                        for (e, lv, tl, st, op, ts, v), x in zip(w.cells_of(t), ends)
+                    ])
+                if not w.raw_table.num_rows:
+                    continue
+                if lay.numeric:  # one row per (entity, bucket): its records
                     runs = w.raw_runs()
                     bounds = runs.run_offsets.tolist()
-                    raw = zip(runs.heads.column("entity").to_pylist(), runs.heads.column("bucket").to_pylist(),
-                              [runs.data[a:b] for a, b in zip(bounds, bounds[1:])])
+                    heads = runs.heads
+                    payloads = [runs.data[a:b] for a, b in zip(bounds, bounds[1:])]
                 else:
-                    raw = w.raw
-                con.executemany(f"INSERT INTO {_RAW} VALUES (?,?,?,?,?)",
-                                [(name, e, b, p, lay.raw_expires_at(b)) for e, b, p in raw])
+                    heads = w.raw_table
+                    payloads = heads.column("payload").to_pylist()
+                buckets = heads.column("bucket").to_numpy()
+                con.executemany(f"INSERT INTO {_RAW} VALUES (?,?,?,?,?)", zip(
+                    [name] * len(payloads), heads.column("entity").to_pylist(), buckets.tolist(), payloads,
+                    lay.raw_expires_at(buckets).tolist()))
             if offsets:
                 con.executemany("INSERT OR REPLACE INTO __stream_offsets VALUES (?, ?)", list(offsets.items()))
             if now_us is not None:

@@ -58,7 +58,7 @@ class MemoryCells:
 
     def expire(self, now: int) -> None:
         lay = self.layout
-        self.cells = {k: v for k, v in self.cells.items() if lay.tile_expires_at(k[1], k[2]) > now}
+        self.cells = {k: v for k, v in self.cells.items() if lay.group_expires_at(k[1], W.group_of(k[1], k[2])) > now}
         self.raw = [r for r in self.raw if lay.raw_expires_at(r[1]) > now]
 
     def read(self, entities: list[str], at: int, features: list[str] | None = None) -> pa.Table:
