@@ -42,6 +42,7 @@ import pyarrow as pa
 
 from quiver.config import RepoConfig
 from quiver.errors import ConfigError, InputError, TerminalError, TransientError
+from quiver.online.near_cache import NearCache
 from quiver.online.redis_aggregates import RedisAggregateState
 from quiver.online.sqlite import check_section, normalized, rows_to_table, value_fixer
 from quiver.protocols import Capabilities
@@ -146,6 +147,7 @@ class RedisOnlineStore(RedisAggregateState):
                 "key_prefix": "prefix of every key (default: the project name)",
                 "batch_size": "keys per write script call",
                 "busy_poll_us": "microseconds a one-entity read polls for its reply before it blocks (default 0)",
+                "near_cache_keys": "values each reading thread keeps, invalidated by Redis (default 0: off)",
             },
         )
         url = section.get("url", "redis://127.0.0.1:6379/0")
@@ -161,6 +163,10 @@ class RedisOnlineStore(RedisAggregateState):
         if not isinstance(poll, int) or isinstance(poll, bool) or not 0 <= poll <= 100_000:
             raise ConfigError(f"quiver.yaml: online.busy_poll_us must be microseconds from 0 to 100000 "
                               f"(try 300 where readers and Redis run on different cores), got {poll!r}")
+        near = section.get("near_cache_keys", 0)
+        if not isinstance(near, int) or isinstance(near, bool) or not 0 <= near <= 100_000_000:
+            raise ConfigError(f"quiver.yaml: online.near_cache_keys must be a number of keys from 0 (off) "
+                              f"to 100000000 (try 100000), got {near!r}")
         self.url = url
         self.prefix = prefix
         self.batch_size = batch
@@ -173,9 +179,17 @@ class RedisOnlineStore(RedisAggregateState):
         self._lock = threading.Lock()
         self._reader = threading.local()  # per thread: (pid, a connection checked out of the pool for reads)
         self._layout_seen: dict[str, tuple[str, float]] = {}
+        self._near = NearCache(url, near) if near else None
 
     def close(self) -> None:
         self._client.close()
+        if self._near is not None:
+            self._near.close()
+
+    def _wrote(self) -> None:
+        """This process changed keys: its near cache starts over (its own writes read at once)."""
+        if self._near is not None:
+            self._near.forget()
 
     def _prefix(self, view_name: str) -> str:
         return f"{self.prefix}:{view_name}:"
@@ -242,6 +256,8 @@ class RedisOnlineStore(RedisAggregateState):
             raise TerminalError(f"online store {self.url}: {e}") from e
         except duckdb.Error as e:
             raise InputError(f"writing {view.name!r} online: cannot encode the rows ({e})") from e
+        finally:
+            self._wrote()
         return len(keys)
 
     # -- reads -----------------------------------------------------------------------
@@ -316,7 +332,13 @@ class RedisOnlineStore(RedisAggregateState):
         ``Redis.execute_command``'s per-call pool checkout, retry closure and
         observability hooks, about 50 µs of the ~80 µs a one-entity call cost.
         A broken connection is reconnected and the (idempotent) read sent once more.
+        With ``near_cache_keys`` the read goes through the thread's near cache instead.
         """
+        if self._near is not None:
+            try:
+                return self._near.mget(keys)
+            except (redis.ConnectionError, redis.TimeoutError, OSError) as e:
+                raise TransientError(f"online store {self.url}: {e}; retry when Redis is reachable") from e
         local = self._reader
         conn = getattr(local, "conn", None)
         if conn is None or local.pid != os.getpid():
@@ -372,6 +394,7 @@ class RedisOnlineStore(RedisAggregateState):
 
     def _unlink_prefix(self, prefix: str) -> None:
         """Delete every key under ``prefix``, scanning and unlinking in batches of 10,000."""
+        self._wrote()
         pattern = f"{prefix}*".replace("[", "\\[").replace("?", "\\?")
         batch: list[bytes] = []
         for k in self._client.scan_iter(match=pattern, count=10_000):

@@ -42,6 +42,7 @@ class RedisAggregateState:
     prefix: str
     url: str
     _mget: Callable[[list[str]], list[bytes | None]]
+    _wrote: Callable[[], None]
     _unlink_prefix: Callable[[str], None]
     _layout_seen: dict[str, tuple[str, float]]  # view -> (signature its state matched, when)
     # a stream worker's batch under a backlog: one script, which every reader waits for
@@ -255,6 +256,7 @@ return 1
                 raise TerminalError(f"online store {self.url}: {e}") from e
             finally:
                 self._client.connection_pool.release(conn)
+                self._wrote()
             self.agg_write_seconds = time.perf_counter() - sent
             return bool(out)
 

@@ -203,3 +203,60 @@ def test_redis_busy_poll_reads_what_a_blocking_read_reads(tmp_path: Path, reques
     assert polled._reader.polled is polled._reader.conn._sock
     plain.close()
     polled.close()
+
+
+def test_redis_near_cache_reads_what_redis_holds(tmp_path: Path, request: pytest.FixtureRequest) -> None:
+    """``near_cache_keys``: a repeated read is answered from memory, and whatever changes
+    the keys (another client's write or delete, a flush, a lost connection, this store's
+    own write) is read anew: the near store always reads what a plain one reads."""
+    import redis
+
+    from tests.fixtures.redis import settle_near_cache
+
+    for bad in (-1, 1.5, "10", True, 10**9):
+        with pytest.raises(ConfigError, match="online.near_cache_keys must be a number of keys"):
+            make_store("redis", tmp_path, request, near_cache_keys=bad)
+    near = make_store("redis", tmp_path, request, near_cache_keys=1000)
+    other = make_store("redis", tmp_path, request)  # another process's store
+
+    def same(keys: list[int] = [1, 2, 9]) -> None:  # noqa: B006
+        want = other.lookup([(VIEW, [(k,) for k in keys], ["s", "x"])])
+        assert near.lookup([(VIEW, [(k,) for k in keys], ["s", "x"])]) == want
+
+    other.write(VIEW, rows(VIEW, [{"user_id": 1, "x": 1.5, "s": "a", "ev": T0},
+                                  {"user_id": 2, "x": 2.5, "s": "b", "ev": T0}]))
+    same()
+    misses = near._near.misses
+    same()
+    assert near._near.misses == misses and near._near.hits >= 3  # from memory
+    other.write(VIEW, rows(VIEW, [{"user_id": 1, "x": 7.0, "s": "c", "ev": T0 + timedelta(1)},
+                                  {"user_id": 9, "x": 9.0, "s": "n", "ev": T0}]))  # a key that had no value
+    settle_near_cache(near)
+    same()
+    assert near.lookup([(VIEW, [(9,)], ["x"])])[0][0][0] == 9.0
+    misses = near._near.misses
+    near.write(VIEW, rows(VIEW, [{"user_id": 2, "x": 3.5, "s": "own", "ev": T0 + timedelta(1)}]))
+    assert [r[0] for r in near.lookup([(VIEW, [(2,), (9,)], ["s"])])[0]] == ["own", "n"]  # its own write, at once:
+    assert near._near.misses == misses + 2  # the store's write started its cache over, not waiting for Redis
+    other.delete_view("v")
+    settle_near_cache(near)
+    assert near.lookup([(VIEW, [(1,), (2,), (9,)], ["x"])]) == [[None, None, None]]
+    other.write(VIEW, rows(VIEW, [{"user_id": 1, "x": 4.0, "s": "d", "ev": T0}]))
+    settle_near_cache(near)
+    same()
+    redis.Redis.from_url(near.url).flushdb()  # a flush invalidates everything it tracked
+    settle_near_cache(near)
+    assert near.lookup([(VIEW, [(1,)], ["x"])]) == [[None]]
+    other.write(VIEW, rows(VIEW, [{"user_id": 1, "x": 5.0, "s": "e", "ev": T0}]))
+    settle_near_cache(near)
+    same()
+    client = redis.Redis.from_url(near.url)  # the tracked connection killed: tracking is gone with it
+    client.client_kill_filter(_type="normal", skipme=True)
+    other.write(VIEW, rows(VIEW, [{"user_id": 1, "x": 6.0, "s": "f", "ev": T0 + timedelta(2)}]))
+    same()
+    small = make_store("redis", tmp_path, request, near_cache_keys=2)  # more keys than it keeps
+    for _ in range(3):
+        want = other.lookup([(VIEW, [(1,), (2,), (9,), (4,)], ["x"])])
+        assert small.lookup([(VIEW, [(1,), (2,), (9,), (4,)], ["x"])]) == want
+    for s in (near, other, small):
+        s.close()

@@ -30,12 +30,14 @@ ADDITIVE = [Aggregation("amount", f, window=w) for f in ("count", "sum", "mean",
 
 
 def open_store(kind: str, tmp_path: Path, request: pytest.FixtureRequest):
-    if kind == "redis":
+    """``kind``: sqlite, redis, or redis-near (Redis with a near cache in the reader)."""
+    if kind.startswith("redis"):
         from quiver.online.redis import RedisOnlineStore
 
         url = request.getfixturevalue("redis_clean_url")
+        near = {"near_cache_keys": 10_000} if kind == "redis-near" else {}
         return RedisOnlineStore(RepoConfig(repo_path=tmp_path, project="p", registry="r.db",
-                                           online={"type": "redis", "url": url}))
+                                           online={"type": "redis", "url": url, **near}))
     from quiver.online.sqlite import SQLiteOnlineStore
 
     return SQLiteOnlineStore(RepoConfig(repo_path=tmp_path, project="p", registry="r.db",
@@ -57,7 +59,7 @@ def events(n: int, seed: int) -> list[dict]:
     return out
 
 
-@pytest.mark.parametrize("kind", ["sqlite", "redis"])
+@pytest.mark.parametrize("kind", ["sqlite", "redis", "redis-near"])
 @pytest.mark.parametrize("aggs", [NUMERIC, TEXT, ADDITIVE], ids=["numeric", "text", "additive"])
 def test_store_state_equals_oracle(kind: str, aggs: list[Aggregation], tmp_path: Path,
                                    request: pytest.FixtureRequest) -> None:
@@ -388,3 +390,47 @@ def test_nan_orders_above_numbers_and_text_compares_as_text(kind: str, fast: boo
             for name in w:
                 assert same(g[name], w[name]), (kind, at - minute, u, name, g[name], w[name])
     store.close()
+
+
+@pytest.mark.parametrize("aggs", [NUMERIC, ADDITIVE], ids=["numeric", "additive"])
+def test_near_cache_reads_follow_another_writer(aggs: list[Aggregation], tmp_path: Path,
+                                                request: pytest.FixtureRequest) -> None:
+    """A model server's store with a near cache, a stream worker's store writing: after
+    each batch (out of time order) and its invalidations, every read equals the oracle
+    over the events written so far, and a packed read repeated without a write is
+    answered from memory."""
+    from tests.fixtures.redis import settle_near_cache
+
+    writer = open_store("redis", tmp_path, request)
+    reader = open_store("redis-near", tmp_path, request)
+    view = FeatureView(name="v", entities=[USER], source=PushSource("s"), aggregations=aggs)
+    lay = StateLayout(view)
+    evs = events(900, 11)
+    refs = [(a.column, a.function, a.window, a.name) for a in aggs]
+    order = np.random.default_rng(2).permutation(len(evs))
+    seen: list[dict] = []
+    now = datetime.now(UTC)
+    for k, part in enumerate(np.array_split(order, 5)):
+        rows = [evs[i] for i in part]
+        seen += rows
+        table = pa.table({"user_id": pa.array([r["user_id"] for r in rows], pa.int64()),
+                          "amount": pa.array([r["amount"] for r in rows], pa.float64()),
+                          "country": pa.array([r["country"] for r in rows]),
+                          "event_timestamp": pa.array([r["event_timestamp"] for r in rows],
+                                                      pa.timestamp("us", tz="UTC"))})
+        writer.write_aggregates([lay.write(table, now_us=int(time.time() * 1e6))], {"t/0": k})
+        settle_near_cache(reader)
+        for at in (now, now + timedelta(minutes=9, seconds=59)):
+            for u in (0, 1, 2, 3, 77):
+                want = window_aggregate([{"user_id": u, "event_timestamp": at}], seen, ["user_id"], refs)[0]
+                for _ in range(2):  # the second read: from memory
+                    got = reader.read_aggregates(view, pa.table({"user_id": [u]}), None, at).to_pylist()[0]
+                    assert got == want, (k, u, at - now)
+    if aggs is ADDITIVE:  # the packed read (min, max, last and distinct counts read cells of Redis hashes)
+        assert reader._near.hits > reader._near.misses > 0
+    writer.delete_aggregates("v")
+    settle_near_cache(reader)
+    empty = reader.read_aggregates(view, pa.table({"user_id": [0]}), None, now).to_pylist()[0]
+    assert all(v in (0, None) for v in empty.values())
+    writer.close()
+    reader.close()
