@@ -20,7 +20,9 @@ the online state of ``user_tx`` (count and sum over 10m, 1h, 1d):
   ``store.get_online_features``, p50/p99 and client CPU per read, beside the
   floor of one raw Redis GET; three times: as the scheduler places the reader
   and redis-server, on separate cores, and on one core together; the three
-  again with the reader polling for its reply (``online.busy_poll_us``); and
+  again with the reader polling for its reply (``online.busy_poll_us``), and with
+  a near cache (``online.near_cache_keys``: repeated reads answered in process,
+  kept exact by Redis's invalidations); and
   from the SQLite store, in process, beside one SQLite primary-key read. Each pass
   prints the CPU time the host took from this VM meanwhile (steal), and the reads
   the guest's halt-poll setting: the two things on a VM that a read's tail follows.
@@ -204,6 +206,9 @@ def read_bench(repo: str, heavy: int, floor: str, reads: int) -> None:
         cpu = (time.process_time() - cpu0) / reads * 1e3
         print(f"  {name:<22} p50 {statistics.median(lat):.3f} ms  p99 {pct(lat, 99):.3f} ms  client CPU {cpu:.3f} ms"
               f"  (steal {steal_ms() - steal0:.0f} ms)")
+    near = getattr(store.online, "_near", None)
+    if near is not None:  # keys answered from memory: all but the raw buckets of a new instant's edges
+        print(f"  near cache: {near.hits:,} keys from memory, {near.misses:,} from Redis")
     store.close()
 
 
@@ -244,6 +249,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=int, default=20, help="length of the steady phase")
     ap.add_argument("--reads", type=int, default=5000)
     ap.add_argument("--busy-poll-us", type=int, default=300, help="online.busy_poll_us of the second Redis read pass")
+    ap.add_argument("--near-cache-keys", type=int, default=100_000, help="online.near_cache_keys of the third")
     ap.add_argument("--read-bench", nargs=3, metavar=("REPO", "USER", "FLOOR"), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.read_bench:  # the read phase, in a process of its own
@@ -358,13 +364,16 @@ def main() -> None:
         cpus = sorted(os.sched_getaffinity(0))
         rpid = int((tmp / "redis.pid").read_text())
         yaml = (repo / "quiver.yaml").read_text()
-        for poll in (0, args.busy_poll_us):
+        modes = [("blocking for the reply", ""),
+                 (f"polling {args.busy_poll_us} us for the reply", f" busy_poll_us: {args.busy_poll_us},"),
+                 (f"near cache of {args.near_cache_keys:,} keys", f" near_cache_keys: {args.near_cache_keys},")]
+        for how, option in modes:
             # Redis as the scheduler places the reader and redis-server, then on separate cores and
             # on one core together: where a wake-up of the other core costs (an idle vCPU that halts
             # at once), one core shows the read without it; then all again with the reader polling
-            # for its reply (online.busy_poll_us), which keeps its core awake
-            (repo / "quiver.yaml").write_text(yaml.replace("type: redis,", f"type: redis, busy_poll_us: {poll},"))
-            how = f"polling {poll} us for the reply" if poll else "blocking for the reply"
+            # for its reply (online.busy_poll_us), which keeps its core awake, and with a near
+            # cache (online.near_cache_keys), which answers a repeated read without Redis
+            (repo / "quiver.yaml").write_text(yaml.replace("type: redis,", f"type: redis,{option}"))
             places = [("placed by the scheduler", cpus, cpus)]
             if len(cpus) >= 2:
                 places += [("on separate cores", [cpus[0]], [cpus[1]]), ("on one core", [cpus[1]], [cpus[1]])]

@@ -353,13 +353,14 @@ class FeatureStore:
                 "dead_letter_reasons": dead.column("reason").to_pylist()[-20:]}
 
     def backfill(self, view: str, start: Any, end: Any, *, online: bool = False, chunk: Any = None,
-                 progress: Any = None) -> dict[str, Any]:
+                 progress: Any = None, force: bool = False) -> dict[str, Any]:
         """Compute ``view`` over ``[start, end)`` from its batch source in resumable chunks;
-        ``online=True`` rebuilds its online aggregation state from the offline events."""
+        ``online=True`` rebuilds its online aggregation state from the offline events (refused
+        while a stream worker consumes the view's source, unless ``force``)."""
         from quiver.ingest.backfill import backfill
 
         return backfill(self, self.get_feature_view(view), start, end, online=online, chunk=chunk,
-                        progress=progress)
+                        progress=progress, force=force)
 
     # -- monitoring -------------------------------------------------------------------
 

@@ -69,14 +69,16 @@ def stream(store: Any, views: tuple[str, ...], show_status: bool, group: str | N
 @click.option("--end", required=True, help="End of event time (ISO-8601), exclusive.")
 @click.option("--online", is_flag=True, help="Rebuild the view's online aggregation state from offline events.")
 @click.option("--chunk", default=None, help="Chunk length, e.g. 1d or 6h (default 1d).")
+@click.option("--force", is_flag=True, help="With --online: rebuild even if a stream worker reported lately.")
 @click.option("--json", "as_json", is_flag=True)
 @pass_store
-def backfill(store: Any, view: str, start: str, end: str, online: bool, chunk: str | None, as_json: bool) -> None:
+def backfill(store: Any, view: str, start: str, end: str, online: bool, chunk: str | None, force: bool,
+             as_json: bool) -> None:
     """Compute VIEW's history over [--start, --end) in resumable chunks."""
     columns = (TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
     with Progress(*columns, console=console, transient=True, disable=as_json) as progress:
         task = progress.add_task(f"backfill {view}", total=None)
-        result = store.backfill(view, start, end, online=online, chunk=chunk,
+        result = store.backfill(view, start, end, online=online, chunk=chunk, force=force,
                                 progress=lambda i, n: progress.update(task, completed=i, total=n))
     if as_json:
         emit_json(result)

@@ -7,8 +7,11 @@
   chunk under ``{offline}/backfill/{view}/``.
 * ``backfill(view, start, end, online=True)`` rebuilds the view's online
   aggregation state from the offline events (batch files and streamed
-  events), so a new aggregate feature serves at once. Run it while no stream
-  worker writes the view, or events that arrive meanwhile count twice.
+  events), so a new aggregate feature serves at once. It refuses to start
+  while a stream worker consumes the view's source (one that reported in the
+  last ``LIVE_FOR`` seconds and has not said it stopped): events it wrote
+  during the rebuild would count twice or be lost. ``force`` skips the check,
+  for a worker that is gone without saying so.
 
 Progress is kept in the registry (namespace ``backfill``, key
 ``{view}:{offline|online}``): the run's bounds and the chunks done. A run with
@@ -18,7 +21,7 @@ the same bounds skips the chunks already done; other bounds start over.
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -34,6 +37,7 @@ if TYPE_CHECKING:
 __all__ = ["backfill"]
 
 NAMESPACE = "backfill"
+LIVE_FOR = timedelta(seconds=30)  # a worker reports every 2 s while it runs (``status_every``)
 
 
 def _chunks(start: datetime, end: datetime, size: timedelta) -> list[tuple[datetime, datetime]]:
@@ -92,6 +96,7 @@ def backfill(
     online: bool = False,
     chunk: Any = None,
     progress: Callable[[int, int], None] | None = None,
+    force: bool = False,
 ) -> dict[str, Any]:
     start, end = to_utc(start, "start"), to_utc(end, "end")
     if end <= start:
@@ -108,6 +113,8 @@ def backfill(
     resuming = {k: state.get(k) for k in spec} == spec
     done: list[int] = list(state.get("done", [])) if resuming else []
     chunks = _chunks(start, end, size)
+    if online and not force:
+        _refuse_beside_live_workers(store, view)
     if online and not resuming:
         store.online.delete_aggregates(view.name)  # type: ignore[attr-defined]
     store.registry.set_value(NAMESPACE, key, {**spec, "done": done, "finished": False})
@@ -126,6 +133,25 @@ def backfill(
         progress(len(chunks), len(chunks))
     return {"view": view.name, "mode": mode, "chunks": len(chunks), "chunks_done": len(chunks) - skipped,
             "chunks_skipped": skipped, "rows": rows}
+
+
+def _refuse_beside_live_workers(store: FeatureStore, view: FeatureView) -> None:
+    """An ``InputError`` naming the stream workers that consume ``view``'s source now."""
+    now = datetime.now(UTC)
+    live = []
+    for worker, status in store.registry.list_values("stream_status").items():
+        src = (status.get("sources") or {}).get(view.source.name)
+        if not status.get("running", True) or src is None or not src.get("updated_at"):
+            continue
+        age = now - datetime.fromisoformat(src["updated_at"])
+        if age < LIVE_FOR:
+            live.append(f"{worker} ({age.total_seconds():.0f} s ago)")
+    if live:
+        raise InputError(
+            f"backfill {view.name!r} --online: stream worker(s) consuming its source {view.source.name!r} "
+            f"reported within the last {LIVE_FOR.seconds} s: {', '.join(live)}; events they write during the "
+            "rebuild would count twice or be lost. Stop them, rebuild, then start them again "
+            "(or pass --force if they are gone)")
 
 
 def _online_chunk(store: FeatureStore, view: FeatureView, a: datetime, b: datetime, offsets: dict[str, int]) -> int:

@@ -108,6 +108,7 @@ class StreamWorker:
         self.metrics = _Metrics(int(self.metrics_port) if self.metrics_port else None, registry)
         self.streams: list[Any] = []
         self.stopped = False
+        self.running = False
         self._inflight: tuple[Any, ...] | None = None
         self._file_end: dict[tuple[str, int], int] = {}  # (topic, partition) -> offset after its last file
 
@@ -128,6 +129,7 @@ class StreamWorker:
         """Consume until ``stop()``; with ``idle_exit``, return once every assigned
         partition is at its end and nothing came for that many seconds."""
         self._open()
+        self.running = True
         t0 = time.monotonic()
         last_status = 0.0
         last_data = time.monotonic()
@@ -149,6 +151,7 @@ class StreamWorker:
                     break
         finally:
             self._settle()
+            self.running = False  # the last status says so: a rebuild of the state may go ahead
             self._publish()
             for s in self.streams:
                 s.close()
@@ -247,5 +250,5 @@ class StreamWorker:
                 log.debug("could not publish stream status: %s", e)
 
     def status(self) -> dict[str, Any]:
-        return {"worker": self.worker_id, "group": self.group,
+        return {"worker": self.worker_id, "group": self.group, "running": self.running,
                 "sources": {src.name: {"topic": src.topic, **ing.stats.to_dict()} for src, _, ing in self.parts}}

@@ -28,6 +28,8 @@ from typing import Any
 import redis
 from hiredis import pack_command
 
+from quiver.errors import ConfigError
+
 __all__ = ["NearCache"]
 
 
@@ -62,7 +64,13 @@ class NearCache:
         conn, values = local.conn, local.values
         conn.disconnect()
         conn.connect()
-        conn._parser.set_invalidation_push_handler(lambda msg: _invalidate(values, msg))
+        parser = conn._parser
+        if not hasattr(parser, "set_invalidation_push_handler") or (
+                getattr(parser, "_hiredis_PushNotificationType", True) is None):
+            # an older parser hands pushes back as replies: a read would take one for its values
+            raise ConfigError("online.near_cache_keys needs redis-py >= 5.1 with hiredis >= 3.2 "
+                              "(pip install -U 'quiver-fs[redis]'), or near_cache_keys: 0")
+        parser.set_invalidation_push_handler(lambda msg: _invalidate(values, msg))
         conn.send_command("CLIENT", "TRACKING", "ON")
         if conn.read_response() not in (b"OK", "OK"):  # pragma: no cover - a server without tracking
             raise redis.ResponseError("CLIENT TRACKING ON refused")

@@ -96,3 +96,42 @@ def _one_event_file(now: float) -> Path:
     f = Path(tempfile.mkdtemp()) / "e.parquet"
     pq.write_table(pa.table({"user_id": [1], "amount": [1.0], "merchant_id": [1]}), f)
     return f
+
+
+def test_online_rebuild_is_refused_beside_a_live_worker(kafka_broker: KafkaBroker, tmp_path: Path) -> None:
+    """``backfill --online`` deletes and rebuilds the state: a worker writing meanwhile would
+    count events twice or lose them. While one consumes the view's source the rebuild is
+    refused with its name; once it stopped (its last status says so), or with ``force``,
+    the rebuild runs."""
+    import threading
+    from datetime import UTC, datetime, timedelta
+
+    import pytest
+
+    from quiver.errors import InputError
+
+    topic = kafka_broker.create_topic(topic_name("live"), partitions=1)
+    repo = make_repo(tmp_path / "repo", topic=topic, bootstrap=kafka_broker.bootstrap)
+    store = FeatureStore(repo)
+    store.apply()
+    worker = StreamWorker([store.get_feature_view("user_tx")], store.online, repo / "data/offline",
+                          registry=store.registry, options={"consumer": CONSUMER, "status_every": 0.1})
+    thread = threading.Thread(target=worker.run, kwargs={"max_seconds": 120})
+    thread.start()
+    try:
+        for _ in range(600):  # until its first status is published (bounded)
+            if any(w.get("running") for w in store.stream_status()["workers"].values()):
+                break
+            time.sleep(0.05)
+        start, end = datetime.now(UTC) - timedelta(hours=1), datetime.now(UTC)
+        with pytest.raises(InputError, match=f"stream worker.*{worker.worker_id}.*--force"):
+            store.backfill("user_tx", start, end, online=True)
+        assert store.backfill("user_clicks", start, end, online=True)["chunks"] == 1  # another source's view
+        assert store.backfill("user_tx", start, end, online=True, force=True)["chunks"] == 1
+    finally:
+        worker.stop()
+        thread.join(60)
+    assert not store.stream_status()["workers"][worker.worker_id]["running"]
+    done = store.backfill("user_tx", start, end, online=True, chunk="30m")
+    assert done["chunks_done"] == done["chunks"] > 1
+    store.close()
