@@ -394,16 +394,18 @@ class RedisOnlineStore(RedisAggregateState):
 
     def _unlink_prefix(self, prefix: str) -> None:
         """Delete every key under ``prefix``, scanning and unlinking in batches of 10,000."""
-        self._wrote()
         pattern = f"{prefix}*".replace("[", "\\[").replace("?", "\\?")
         batch: list[bytes] = []
-        for k in self._client.scan_iter(match=pattern, count=10_000):
-            batch.append(k)
-            if len(batch) >= 10_000:
+        try:
+            for k in self._client.scan_iter(match=pattern, count=10_000):
+                batch.append(k)
+                if len(batch) >= 10_000:
+                    self._client.unlink(*batch)
+                    batch.clear()
+            if batch:
                 self._client.unlink(*batch)
-                batch.clear()
-        if batch:
-            self._client.unlink(*batch)
+        finally:
+            self._wrote()
 
 
 def _redis_fixer(dtype: Any) -> Callable[[Any], Any] | None:
