@@ -20,8 +20,9 @@ the values it returns are joined into one JSON document and parsed by one
 so no Python code runs per value.
 
 The aggregation state of streamed views (tiles, raw edge events, offsets) is
-in ``redis_aggregates``, a part of the same store class. The driver (redis-py,
-with hiredis when installed) is imported by these two modules only.
+in ``redis_aggregates``, a part of the same store class; the readers' near cache
+(``online.near_cache_keys``) in ``near_cache``. The driver (redis-py and hiredis,
+the ``redis`` extra) is imported by these three modules only.
 """
 
 from __future__ import annotations
@@ -42,7 +43,6 @@ import pyarrow as pa
 
 from quiver.config import RepoConfig
 from quiver.errors import ConfigError, InputError, TerminalError, TransientError
-from quiver.online.near_cache import NearCache
 from quiver.online.redis_aggregates import RedisAggregateState
 from quiver.online.sqlite import check_section, normalized, rows_to_table, value_fixer
 from quiver.protocols import Capabilities
@@ -179,7 +179,11 @@ class RedisOnlineStore(RedisAggregateState):
         self._lock = threading.Lock()
         self._reader = threading.local()  # per thread: (pid, a connection checked out of the pool for reads)
         self._layout_seen: dict[str, tuple[str, float]] = {}
-        self._near = NearCache(url, near) if near else None
+        self._near: Any = None
+        if near:
+            from quiver.online.near_cache import NearCache
+
+            self._near = NearCache(url, near)
 
     def close(self) -> None:
         self._client.close()
