@@ -11,9 +11,11 @@ asks about many times a second) is then read without a round trip until its
 state changes: the read's tail no longer follows the network or the other
 core's wake-up.
 
-What a cached read can miss is a write whose invalidation is still on its way:
-Redis sends it in the same event-loop turn as the writer's reply, so the window
-is microseconds. Writes through the same store object clear the caches
+A read's values are of one instant, as one MGET's are: a key changed before
+the read's MGET ran has its invalidation ahead of the reply on the connection,
+and is asked again (``_read``). What a cached read can miss is a write whose
+invalidation is still on its way: Redis sends it in the same event-loop turn as
+the writer's reply, so the window is microseconds. Writes through the same store object clear the caches
 (``forget``), so a process reads its own writes. A lost connection clears its
 cache (Redis forgets the tracking with it). redis-py's own client-side cache
 needs Redis 7.4; this one works from Redis 6, where tracking appeared.
@@ -31,6 +33,8 @@ from hiredis import pack_command
 from quiver.errors import ConfigError
 
 __all__ = ["NearCache"]
+
+_ROUNDS = 4  # MGETs of the keys invalidated under a read before it asks for every key at once
 
 
 class NearCache:
@@ -89,18 +93,8 @@ class NearCache:
             try:
                 if local.sock is None or conn._sock is not local.sock:
                     self._track(local)
-                while conn.can_read():  # invalidations waiting: taken in before anything is answered
-                    conn.read_response(push_request=True)
-                missing = [k for k in keys if k not in values]
-                if missing:
-                    conn.send_packed_command([pack_command(("MGET", *missing))], check_health=False)
-                    got = conn.read_response()  # invalidations sent before the reply are applied first
-                    if len(values) + len(missing) > self.max_keys:
-                        values.clear()
-                    values.update(zip(missing, got, strict=True))
-                    self.misses += len(missing)
-                self.hits += len(keys) - len(missing)
-                return [values[k] for k in keys]
+                self._drain(conn)
+                return self._read(conn, values, keys)
             except (redis.ConnectionError, redis.TimeoutError, OSError):
                 values.clear()
                 local.sock = None
@@ -113,6 +107,36 @@ class NearCache:
                 conn.disconnect()
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
+
+    @staticmethod
+    def _drain(conn: Any) -> None:
+        """Take in the invalidations waiting on the socket."""
+        while conn.can_read():
+            conn.read_response(push_request=True)
+
+    def _read(self, conn: Any, values: dict[str, Any], keys: list[str]) -> list[bytes | None]:
+        """Values of one instant: a key changed before an MGET ran has its invalidation
+        ahead of the MGET's reply on the connection, so a round after which every key is
+        still held read them all as of that MGET. A key of the read invalidated meanwhile
+        is asked again; past ``_ROUNDS`` one MGET of every key answers (Redis's own snapshot)."""
+        if len(values) + len(keys) > self.max_keys:
+            values.clear()
+        missing = [k for k in keys if k not in values]
+        self.hits += len(keys) - len(missing)
+        for _ in range(_ROUNDS):
+            if not missing:
+                return [values[k] for k in keys]
+            values.update(zip(missing, self._fetch(conn, missing), strict=True))
+            missing = [k for k in keys if k not in values]
+        got = self._fetch(conn, keys)
+        values.update(zip(keys, got, strict=True))
+        return got
+
+    def _fetch(self, conn: Any, keys: list[str]) -> list[bytes | None]:
+        """One MGET; the invalidations that come before its reply are applied first."""
+        conn.send_packed_command([pack_command(("MGET", *keys))], check_health=False)
+        self.misses += len(keys)
+        return conn.read_response()  # type: ignore[no-any-return]
 
 
 def _invalidate(values: dict[str, Any], msg: list[Any]) -> None:

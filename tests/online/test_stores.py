@@ -260,3 +260,22 @@ def test_redis_near_cache_reads_what_redis_holds(tmp_path: Path, request: pytest
         assert small.lookup([(VIEW, [(1,), (2,), (9,), (4,)], ["x"])]) == want
     for s in (near, other, small):
         s.close()
+
+
+def test_redis_near_cache_read_is_of_one_instant(tmp_path: Path, request: pytest.FixtureRequest,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    """An invalidation still on its way when a read starts reaches the connection before
+    the reply of the read's MGET: the key it names is asked again, so a read never
+    returns a cached old value beside a new one."""
+    from quiver.online.near_cache import NearCache
+
+    near = make_store("redis", tmp_path, request, near_cache_keys=1000)
+    other = make_store("redis", tmp_path, request)
+    other.write(VIEW, rows(VIEW, [{"user_id": 1, "x": 1.0, "s": "a", "ev": T0}]))
+    assert near.lookup([(VIEW, [(1,)], ["x"])])[0][0][0] == 1.0  # held in memory
+    other.write(VIEW, rows(VIEW, [{"user_id": 1, "x": 2.0, "s": "b", "ev": T0 + timedelta(1)},
+                                  {"user_id": 2, "x": 2.0, "s": "b", "ev": T0 + timedelta(1)}]))
+    monkeypatch.setattr(NearCache, "_drain", staticmethod(lambda conn: None))  # as if not yet arrived
+    assert [r[0] for r in near.lookup([(VIEW, [(1,), (2,)], ["x"])])[0]] == [2.0, 2.0]
+    near.close()
+    other.close()
