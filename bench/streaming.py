@@ -228,7 +228,8 @@ def bulk(store: Any, repo: Path, group: str, batch_size: int | None = None) -> t
         t = time.perf_counter()
         got = step(*a)
         if got:
-            first.append(t) if not first else None
+            if not first:
+                first.append(t)
             last[0] = time.perf_counter()
         return got
 

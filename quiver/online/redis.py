@@ -393,8 +393,7 @@ class RedisOnlineStore(RedisAggregateState):
 
     def delete_view(self, view_name: str) -> None:
         self._unlink_prefix(self._prefix(view_name))  # its values and its aggregation state
-        self._client.hdel(self._layouts_key, view_name)
-        self._layout_seen.pop(view_name, None)
+        self._forget_layout(view_name)
 
     def _unlink_prefix(self, prefix: str) -> None:
         """Delete every key under ``prefix``, scanning and unlinking in batches of 10,000."""

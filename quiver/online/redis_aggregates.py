@@ -412,5 +412,9 @@ return 1
     def delete_aggregates(self, view_name: str) -> None:
         """Drop a view's aggregation state (before a rebuild)."""
         self._unlink_prefix(self._agg_prefix(view_name))
+        self._forget_layout(view_name)
+
+    def _forget_layout(self, view_name: str) -> None:
+        """The view's state is gone: the next write records its layout anew."""
         self._client.hdel(self._layouts_key, view_name)
         self._layout_seen.pop(view_name, None)

@@ -26,7 +26,7 @@ import pyarrow.compute as pc
 from quiver import types
 from quiver.config import RepoConfig
 from quiver.errors import ConfigError, InputError, closest
-from quiver.online.sqlite_aggregates import SQLiteAggregateState, write_transaction
+from quiver.online.sqlite_aggregates import MAX_KEYS, SQLiteAggregateState, write_transaction
 from quiver.protocols import CREATED_TS, EVENT_TS, Capabilities
 from quiver.timeutil import TIMESTAMP
 
@@ -39,7 +39,6 @@ _EV = "__event_us"
 _CR = "__created_us"
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _BATCH = 50_000
-_MAX_KEYS = 500  # keys per IN (...) query
 _MMAP = 1 << 30  # bytes of the file read through mmap (an upper bound; the file may be smaller)
 _CACHE_KIB = 64 * 1024  # page cache per connection
 _CHECKPOINT_PAGES = 20_000
@@ -364,8 +363,8 @@ class SQLiteOnlineStore(SQLiteAggregateState):
         con: sqlite3.Connection, sql: str, nkeys: int, keys: Sequence[tuple[Any, ...]]
     ) -> list[tuple[Any, ...] | None]:
         found: dict[Any, tuple[Any, ...]] = {}
-        for i in range(0, len(keys), _MAX_KEYS):
-            chunk = keys[i : i + _MAX_KEYS]
+        for i in range(0, len(keys), MAX_KEYS):
+            chunk = keys[i : i + MAX_KEYS]
             if nkeys == 1:
                 q = _in_query(sql, 1, len(chunk))
                 found.update({r[0]: r[1:] for r in con.execute(q, [k[0] for k in chunk])})

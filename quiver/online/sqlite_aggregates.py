@@ -32,9 +32,9 @@ if TYPE_CHECKING:
 
     from quiver.definitions import FeatureView
 
-__all__ = ["SQLiteAggregateState", "write_transaction"]
+__all__ = ["MAX_KEYS", "SQLiteAggregateState", "write_transaction"]
 
-_MAX_KEYS = 500  # entities per IN (...) query
+MAX_KEYS = 500  # keys per IN (...) query (the online store's reads too)
 _RAW = f"__agg_raw{RAW_FORMAT}"  # raw events, by the layout of their records
 _DDL = (
     "CREATE TABLE IF NOT EXISTS __agg_cells (view TEXT NOT NULL, entity TEXT NOT NULL, level INTEGER NOT NULL,"
@@ -249,8 +249,8 @@ class SQLiteAggregateState:
         con = self._agg_con()
         blobs: dict[str, dict[str, bytes]] = {}
         raw: dict[str, list[bytes]] = {}
-        for i in range(0, len(ents), _MAX_KEYS):
-            chunk = ents[i : i + _MAX_KEYS]
+        for i in range(0, len(ents), MAX_KEYS):
+            chunk = ents[i : i + MAX_KEYS]
             marks = ",".join("?" * len(chunk))
             if groups:
                 q = (f"SELECT entity, key, data FROM __agg_packed WHERE view = ? AND entity IN ({marks}) "
@@ -275,8 +275,8 @@ class SQLiteAggregateState:
         blobs, raw = self._fetch(lay.view.name, uniq, [f"p{lv}:{g}" for lv, g, _ in groups], plan.raw_buckets)
         floats = {i for i, s in enumerate(lay.stats) if pa.types.is_floating(lay.value_types[s.column])}
         found: dict[str, list[tuple[Any, ...]]] = {}
-        for i in range(0, len(uniq), _MAX_KEYS):
-            chunk = uniq[i : i + _MAX_KEYS]
+        for i in range(0, len(uniq), MAX_KEYS):
+            chunk = uniq[i : i + MAX_KEYS]
             marks = ",".join("?" * len(chunk))
             for lv, lo, hi in plan.runs():
                 q = (f"SELECT entity, level, tile, stat, ts, CASE op WHEN 'D' THEN member ELSE val END FROM __agg_cells "

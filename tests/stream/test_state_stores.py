@@ -59,6 +59,14 @@ def events(n: int, seed: int) -> list[dict]:
     return out
 
 
+def event_table(rows: list[dict], text: str = "country") -> pa.Table:
+    """Events (dicts of ``events``) as the table a stream batch is: user, amount, a text column."""
+    return pa.table({"user_id": pa.array([r["user_id"] for r in rows], pa.int64()),
+                     "amount": pa.array([r["amount"] for r in rows], pa.float64()),
+                     text: pa.array([r[text] for r in rows]),
+                     "event_timestamp": pa.array([r["event_timestamp"] for r in rows], pa.timestamp("us", tz="UTC"))})
+
+
 @pytest.mark.parametrize("kind", ["sqlite", "redis", "redis-near"])
 @pytest.mark.parametrize("aggs", [NUMERIC, TEXT, ADDITIVE], ids=["numeric", "text", "additive"])
 def test_store_state_equals_oracle(kind: str, aggs: list[Aggregation], tmp_path: Path,
@@ -70,11 +78,7 @@ def test_store_state_equals_oracle(kind: str, aggs: list[Aggregation], tmp_path:
     order = np.random.default_rng(1).permutation(len(evs))
     for k, part in enumerate(np.array_split(order, 6)):  # batches out of time order: late events
         rows = [evs[i] for i in part]
-        table = pa.table({"user_id": pa.array([r["user_id"] for r in rows], pa.int64()),
-                          "amount": pa.array([r["amount"] for r in rows], pa.float64()),
-                          "country": pa.array([r["country"] for r in rows]),
-                          "event_timestamp": pa.array([r["event_timestamp"] for r in rows],
-                                                      pa.timestamp("us", tz="UTC"))})
+        table = event_table(rows)
         store.write_aggregates([lay.write(table, now_us=int(time.time() * 1e6))], {"t/0": k})
     assert store.read_offsets("t/") == {"t/0": 5}
     users = [0, 1, 2, 3, 77, 1]
@@ -369,10 +373,7 @@ def test_nan_orders_above_numbers_and_text_compares_as_text(kind: str, fast: boo
             "event_timestamp": minute - timedelta(minutes=m) + timedelta(seconds=sec)} for u, b, m, sec, a, c in plan]
     for b in range(3):
         rows = [e for e in evs if e["batch"] == b]
-        table = pa.table({"user_id": pa.array([r["user_id"] for r in rows], pa.int64()),
-                          "amount": pa.array([r["amount"] for r in rows], pa.float64()),
-                          "code": pa.array([r["code"] for r in rows]),
-                          "event_timestamp": pa.array([r["event_timestamp"] for r in rows], pa.timestamp("us", tz="UTC"))})
+        table = event_table(rows, text="code")
         store.write_aggregates([lay.write(table)], {"t/0": b})
     refs = [(a.column, a.function, a.window, a.name) for a in aggs]
     users = [0, 1, 2, 3, 4, 5, 9]
@@ -413,11 +414,7 @@ def test_near_cache_reads_follow_another_writer(aggs: list[Aggregation], tmp_pat
     for k, part in enumerate(np.array_split(order, 5)):
         rows = [evs[i] for i in part]
         seen += rows
-        table = pa.table({"user_id": pa.array([r["user_id"] for r in rows], pa.int64()),
-                          "amount": pa.array([r["amount"] for r in rows], pa.float64()),
-                          "country": pa.array([r["country"] for r in rows]),
-                          "event_timestamp": pa.array([r["event_timestamp"] for r in rows],
-                                                      pa.timestamp("us", tz="UTC"))})
+        table = event_table(rows)
         writer.write_aggregates([lay.write(table, now_us=int(time.time() * 1e6))], {"t/0": k})
         settle_near_cache(reader)
         for at in (now, now + timedelta(minutes=9, seconds=59)):
